@@ -1,0 +1,46 @@
+"""Key-store permissions: the owner and mode of every file under a key folder."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+from typing import Iterable
+
+from .interface import Collector, CollectorError, Observation
+
+
+class KeyStoreCollector(Collector):
+    kinds = ("files.keystore",)
+    timeout = 10.0
+
+    def __init__(self, source_id: str, path: Path, **kw: str | None) -> None:
+        super().__init__(source_id, **kw)
+        self.path = path
+
+    def collect(self) -> Iterable[Observation]:
+        if not self.path.is_dir():
+            raise CollectorError(f"key store {self.path} does not exist")
+        entries = []
+        for root, dirs, files in os.walk(self.path):
+            for name in [None, *sorted(files)]:
+                p = Path(root) if name is None else Path(root) / name
+                try:
+                    st = p.lstat()
+                except OSError as err:
+                    raise CollectorError(f"cannot stat {p}: {err.strerror}") from err
+                entries.append({"path": str(p), "type": "dir" if stat.S_ISDIR(st.st_mode) else "file",
+                                "mode": format(stat.S_IMODE(st.st_mode), "04o"), "uid": st.st_uid,
+                                "gid": st.st_gid})
+            dirs.sort()
+        yield Observation(self.kinds[0], self.source_id, {"path": str(self.path), "files": entries})
+
+
+def from_inventory(inventory, home: Path) -> list[Collector]:
+    munis = {s.id: s.municipality for s in inventory.sites}
+    return [KeyStoreCollector(k.id, Path(_expand(k.path, home)), site=k.site,
+                              municipality=munis.get(k.site)) for k in inventory.key_stores]
+
+
+def _expand(path: str, home: Path) -> str:
+    return os.path.expandvars(path.replace("${SKYDD_HOME}", str(home)))

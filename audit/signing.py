@@ -1,0 +1,81 @@
+"""Ed25519 signing keys under ``$SKYDD_HOME/keys``: made on first use (0600), never overwritten."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+from pathlib import Path
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from .errors import VerificationError
+
+KEY_NAME = "signing-ed25519.pem"
+
+
+class Signer:
+    def __init__(self, key: Ed25519PrivateKey) -> None:
+        self._key = key
+        self.public_key = key.public_key()
+        self.key_id = key_id(self.public_key)
+
+    def sign(self, payload: bytes) -> str:
+        return base64.b64encode(self._key.sign(payload)).decode("ascii")
+
+    def public_pem(self) -> bytes:
+        return self.public_key.public_bytes(serialization.Encoding.PEM,
+                                            serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def key_id(public_key: Ed25519PublicKey) -> str:
+    raw = public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return "ed25519:" + hashlib.sha256(raw).hexdigest()[:16]
+
+
+def load_signer(home: Path) -> Signer:
+    """The signing key of this Skydd home, made on first use with mode 0600."""
+    keys = home / "keys"
+    keys.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path = keys / KEY_NAME
+    if not path.exists():
+        pem = Ed25519PrivateKey.generate().private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption())
+        tmp = keys / f".{KEY_NAME}.{os.getpid()}"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            os.write(fd, pem)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        try:
+            os.link(tmp, path)  # atomic and never replaces a key another process made first
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink()
+    key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    if not isinstance(key, Ed25519PrivateKey):
+        raise VerificationError(f"{path} is not an Ed25519 private key")
+    return Signer(key)
+
+
+def load_public_key(pem: bytes) -> Ed25519PublicKey:
+    try:
+        key = serialization.load_pem_public_key(pem)
+    except ValueError as err:
+        raise VerificationError("not a PEM public key") from err
+    if not isinstance(key, Ed25519PublicKey):
+        raise VerificationError("not an Ed25519 public key")
+    return key
+
+
+def verify(public_key: Ed25519PublicKey, payload: bytes, signature_b64: str) -> None:
+    """Raise ``VerificationError`` unless ``signature_b64`` signs ``payload``."""
+    try:
+        public_key.verify(base64.b64decode(signature_b64, validate=True), payload)
+    except (InvalidSignature, ValueError) as err:
+        raise VerificationError("signature does not match the signed content") from err

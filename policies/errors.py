@@ -1,0 +1,24 @@
+"""Errors of the policy package, grouped by whose fault they are."""
+
+from __future__ import annotations
+
+
+class PolicyError(Exception):
+    """Root of every error raised by ``policies``."""
+
+
+class CatalogError(PolicyError):
+    """A control, framework or profile file is malformed (the author's fault)."""
+
+    def __init__(self, path: str, key: str | None, problem: str) -> None:
+        self.path, self.key, self.problem = path, key, problem
+        where = f"{path}: {key}: " if key else f"{path}: "
+        super().__init__(where + problem)
+
+
+class EvidenceMissing(PolicyError):
+    """An evidence path a check needs is absent: the check cannot decide (status ``error``)."""
+
+
+class SelectionError(PolicyError):
+    """A level, control or site selection is empty or names something unknown."""

@@ -1,0 +1,146 @@
+"""One audit: select controls, collect evidence, evaluate, keep history, write signed reports."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Callable, Sequence
+
+from audit import log
+from audit.collectors import Collector, collectors_for, run_collectors
+from audit.collectors.bundle import BundleCollector
+from audit.errors import BundleError
+from audit.history import History, drift
+from audit.reports import write_reports
+from audit.signing import load_signer
+from policies import Catalog, Control, Level, evaluate, exit_code, load_catalog
+
+from .errors import InputError
+from .inventory import Inventory, load_inventory
+from .settings import Settings
+from .waivers import WaiverStore
+
+
+@dataclass(frozen=True)
+class Selection:
+    levels: tuple[Level, ...] = tuple(Level)
+    controls: tuple[str, ...] = ()
+    site: str | None = None
+
+    @staticmethod
+    def parse(levels: str | None, controls: str | None, site: str | None) -> "Selection":
+        lv: tuple[Level, ...] = tuple(Level)
+        if levels:
+            try:
+                lv = tuple(Level(x.strip().lower()) for x in levels.split(",") if x.strip())
+            except ValueError as err:
+                raise InputError(f"--level {levels!r}: levels are a, b, c, d, e") from err
+            if not lv:
+                raise InputError("--level is empty")
+        ctl = tuple(c.strip() for c in controls.split(",") if c.strip()) if controls else ()
+        return Selection(lv, ctl, site)
+
+    def apply(self, catalog: Catalog, inventory: Inventory) -> list[Control]:
+        known = catalog.by_id()
+        for c in self.controls:
+            if c not in known:
+                raise InputError(f"--control {c!r}: no such control (see 'skydd catalog list')")
+        if self.site is not None and self.site not in inventory.site_ids():
+            raise InputError(f"--site {self.site!r}: not a site of the inventory "
+                             f"({', '.join(sorted(inventory.site_ids()))})")
+        chosen = [c for c in catalog.controls if c.level in self.levels
+                  and (not self.controls or c.id in self.controls)]
+        if not chosen:
+            raise InputError("the selection holds no controls")
+        return chosen
+
+    def as_dict(self) -> dict[str, object]:
+        return {"levels": [lv.value for lv in self.levels], "controls": list(self.controls),
+                "site": self.site}
+
+
+@dataclass(frozen=True)
+class AuditResult:
+    report: dict
+    out_dir: Path
+    exit_code: int
+
+
+Progress = Callable[[str, str], None]
+
+
+def run_audit(settings: Settings, inventory_path: Path | None, selection: Selection, *,
+              out_dir: Path | None = None, bundle: Path | None = None,
+              progress: Progress | None = None, actor: str = "skydd",
+              clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> AuditResult:
+    inventory, inv_digest = load_inventory(inventory_path)
+    catalog = load_catalog()
+    controls = selection.apply(catalog, inventory)
+    kinds = {c.applies_to.evidence for c in controls}
+    settings.ensure()
+    collectors: list[Collector]
+    if bundle is not None:
+        try:
+            collectors = [BundleCollector(bundle)]
+        except BundleError as err:
+            raise InputError(str(err)) from err
+    else:
+        collectors = collectors_for(inventory, settings.home, kinds)
+    if selection.site is not None:
+        collectors = [c for c in collectors if c.site in (None, selection.site)]
+    evidence = [e for e in run_collectors(collectors, clock=clock, progress=progress)
+                if e.kind in kinds and (selection.site is None or e.site in (None, selection.site))]
+    at = clock()
+    findings = evaluate(controls, evidence, WaiverStore(settings.home).all(), at)
+    history = History(settings.history_url)
+    from audit.reports.json_report import build_report
+    report = build_report(findings, at=at,
+                          inventory={"name": inventory.name, "digest": inv_digest},
+                          catalog={"version": catalog.version, "digest": catalog.digest},
+                          selection=selection.as_dict())
+    report["drift"] = drift(history.previous(inventory.name), report["findings"])
+    signer = load_signer(settings.home)
+    final = out_dir or settings.reports / f"{at:%Y%m%dT%H%M%SZ}-{report['id'][:8]}"
+    _write_atomically(final, lambda d: write_reports(report, d, signer, catalog))
+    history.record(report)
+    code = exit_code(report["summary"])
+    log.append(settings.audit_log, signer, "audit", actor,
+               {"report": report["id"], "status": report["summary"]["status"],
+                "out": str(final), "selection": selection.as_dict()})
+    _point_latest(settings.reports, final)
+    return AuditResult(report, final, code)
+
+
+def _write_atomically(final: Path, write: Callable[[Path], None]) -> None:
+    """Write every report file in a sibling folder, then rename it into place."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    if final.exists() and any(final.iterdir()):
+        raise InputError(f"--out {final}: folder exists and is not empty")
+    tmp = final.with_name(f".{final.name}.partial-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        write(tmp)
+        if final.exists():
+            final.rmdir()
+        tmp.rename(final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _point_latest(reports: Path, final: Path) -> None:
+    if final.parent != reports:
+        return
+    link = reports / "latest"
+    tmp = reports / f".latest.{os.getpid()}"
+    tmp.unlink(missing_ok=True)
+    tmp.symlink_to(final.name)
+    tmp.replace(link)
+
+
+def levels_of(controls: Sequence[Control]) -> list[str]:
+    return sorted({c.level.value for c in controls})

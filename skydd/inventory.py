@@ -1,0 +1,252 @@
+"""The inventory: municipalities, sites, firewalls, hypervisors, systems, identity provider and
+training store, loaded strictly from YAML. A bad inventory is one error naming file, line and field.
+
+Secrets never live in the inventory: fields typed ``SecretRef`` take ``env:NAME`` or ``file:PATH``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.error import YAMLError
+
+from policies import digest_of
+
+from .errors import InputError
+
+LAB_INVENTORY = Path(__file__).parent / "lab" / "inventory.yaml"
+_ID = r"^[a-z0-9][a-z0-9-]{0,62}$"
+
+
+def _secret_ref(value: str) -> str:
+    scheme, sep, rest = value.partition(":")
+    if not sep or scheme not in ("env", "file") or not rest:
+        raise ValueError("secrets must be a reference 'env:NAME' or 'file:PATH', never a value")
+    return value
+
+
+SecretRef = Annotated[str, AfterValidator(_secret_ref)]
+
+
+def resolve_secret(ref: str, *, base: Path | None = None) -> str:
+    """Read the secret a reference points at; raises ``InputError`` when it is absent."""
+    scheme, _, rest = ref.partition(":")
+    if scheme == "env":
+        if rest not in os.environ:
+            raise InputError(f"secret {ref}: environment variable {rest} is not set")
+        return os.environ[rest]
+    path = Path(os.path.expandvars(rest))
+    if not path.is_absolute() and base is not None:
+        path = base / path
+    try:
+        return path.read_text(encoding="utf-8").strip()
+    except OSError as err:
+        raise InputError(f"secret {ref}: cannot read {path}: {err.strerror}") from err
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Municipality(_Strict):
+    id: str = Field(pattern=_ID)
+    name: str
+
+
+class Site(_Strict):
+    id: str = Field(pattern=_ID)
+    name: str
+    municipality: str | None = None  # None: the joint fourth site
+    namespace: str | None = None  # lab network namespace, when the site is in the lab
+
+
+class Firewall(_Strict):
+    id: str = Field(pattern=_ID)
+    municipality: str
+    site: str
+    position: int = Field(ge=1, le=2)  # 1 faces the LAN, 2 faces the core
+    ips: bool = False
+    fail_mode: Literal["open", "closed"] = "closed"
+    namespace: str | None = None
+    management_network: str | None = None
+
+
+class Flow(_Strict):
+    """A flow the perimeter must allow; anything else is denied."""
+
+    id: str = Field(pattern=_ID)
+    source: str
+    destination: str
+    protocol: Literal["tcp", "udp"] = "tcp"
+    port: int = Field(ge=1, le=65535)
+
+
+class Hypervisor(_Strict):
+    id: str = Field(pattern=_ID)
+    site: str
+    url: str
+    username: SecretRef
+    password: SecretRef
+    ca_file: str | None = None
+    unsafe_skip_tls_verify: bool = False
+
+
+class Database(_Strict):
+    host: str
+    port: int = 5432
+    name: str
+    user: str = "skydd"
+    password: SecretRef | None = None
+    namespace: str | None = None
+
+
+class System(_Strict):
+    id: str = Field(pattern=_ID)
+    name: str
+    classification: Literal["open", "internal", "classified"]
+    around_the_clock: bool = False
+    municipality: str
+    primary_site: str
+    mirror_site: str
+    primary_db: Database | None = None
+    mirror_db: Database | None = None
+    rpo_seconds: int = Field(default=60, ge=1)
+    oidc_client: str | None = None
+
+
+class IdentityProvider(_Strict):
+    id: str = Field(pattern=_ID)
+    url: str
+    realm: str
+    admin_username: SecretRef
+    admin_password: SecretRef
+    ca_file: str | None = None
+
+
+class TrainingStore(_Strict):
+    url: str = "sqlite:///${SKYDD_HOME}/training.db"
+
+
+class KeyStore(_Strict):
+    """A folder of private keys whose permissions Skydd audits and hardens."""
+
+    id: str = Field(pattern=_ID)
+    site: str
+    path: str
+    owner_uid: int = 0
+
+
+class Inventory(_Strict):
+    name: str
+    municipalities: list[Municipality]
+    sites: list[Site]
+    firewalls: list[Firewall] = []
+    flows: list[Flow] = []
+    hypervisors: list[Hypervisor] = []
+    systems: list[System] = []
+    identity_provider: IdentityProvider | None = None
+    training_store: TrainingStore = TrainingStore()
+    key_stores: list[KeyStore] = []
+
+    @model_validator(mode="after")
+    def _references(self) -> "Inventory":
+        munis = {m.id for m in self.municipalities}
+        sites = {s.id for s in self.sites}
+        for i, s in enumerate(self.sites):
+            if s.municipality is not None and s.municipality not in munis:
+                raise _RefError(("sites", i, "municipality"), f"unknown municipality {s.municipality!r}")
+        for i, f in enumerate(self.firewalls):
+            if f.municipality not in munis:
+                raise _RefError(("firewalls", i, "municipality"), f"unknown municipality {f.municipality!r}")
+            if f.site not in sites:
+                raise _RefError(("firewalls", i, "site"), f"unknown site {f.site!r}")
+        for i, h in enumerate(self.hypervisors):
+            if h.site not in sites:
+                raise _RefError(("hypervisors", i, "site"), f"unknown site {h.site!r}")
+        for i, k in enumerate(self.key_stores):
+            if k.site not in sites:
+                raise _RefError(("key_stores", i, "site"), f"unknown site {k.site!r}")
+        for i, sy in enumerate(self.systems):
+            for fld in ("primary_site", "mirror_site"):
+                if getattr(sy, fld) not in sites:
+                    raise _RefError(("systems", i, fld), f"unknown site {getattr(sy, fld)!r}")
+            if sy.municipality not in munis:
+                raise _RefError(("systems", i, "municipality"), f"unknown municipality {sy.municipality!r}")
+        return self
+
+    def site(self, site_id: str) -> Site:
+        return next(s for s in self.sites if s.id == site_id)
+
+    def site_ids(self) -> set[str]:
+        return {s.id for s in self.sites}
+
+
+class _RefError(ValueError):
+    def __init__(self, loc: tuple[Any, ...], message: str) -> None:
+        super().__init__(message)
+        self.loc = loc
+
+
+def _line_of(doc: Any, loc: tuple[Any, ...]) -> int | None:
+    """The 1-based line of the deepest node along ``loc`` that the YAML round-trip loader kept."""
+    node, line = doc, None
+    for part in loc:
+        if isinstance(node, CommentedMap) and part in node:
+            ln = node.lc.key(part)
+            line = ln[0] + 1 if ln else line
+            node = node[part]
+        elif isinstance(node, CommentedSeq) and isinstance(part, int) and part < len(node):
+            ln = node.lc.item(part)
+            line = ln[0] + 1 if ln else line
+            node = node[part]
+        else:
+            break
+    return line
+
+
+def load_inventory(path: Path | None = None) -> tuple[Inventory, str]:
+    """Load and validate an inventory; returns it with the digest of its content."""
+    path = path or LAB_INVENTORY
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as err:
+        raise InputError(f"{path}: cannot read inventory: {err.strerror}") from err
+    try:
+        doc = YAML(typ="rt").load(text)
+    except YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark else ""
+        raise InputError(f"{path}{line}: not valid YAML: {getattr(err, 'problem', err)}") from err
+    if not isinstance(doc, CommentedMap):
+        raise InputError(f"{path}:1: an inventory must be a mapping")
+    try:
+        inv = Inventory.model_validate(_plain(doc))
+    except ValidationError as err:
+        first = err.errors()[0]
+        loc = tuple(first["loc"])
+        ctx = first.get("ctx", {}).get("error")
+        if isinstance(ctx, _RefError):
+            loc, msg = ctx.loc, str(ctx)
+        else:
+            msg = first["msg"].removeprefix("Value error, ")
+            if first["type"] == "extra_forbidden":
+                msg = "unknown field"
+            elif first["type"] == "missing":
+                msg = "missing field"
+        line = _line_of(doc, loc)
+        field = ".".join(str(p) for p in loc) or "(top)"
+        raise InputError(f"{path}:{line or 1}: {field}: {msg}") from err
+    return inv, digest_of(_plain(doc))
+
+
+def _plain(node: Any) -> Any:
+    if isinstance(node, dict):
+        return {str(k): _plain(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_plain(v) for v in node]
+    return node

@@ -1,0 +1,33 @@
+"""Shared fixtures. Lab tests need root and real services; in CI (CI=true) a missing service
+fails the run instead of skipping."""
+
+from __future__ import annotations
+
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+@pytest.fixture
+def skydd_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    home = tmp_path / "home"
+    monkeypatch.setenv("SKYDD_HOME", str(home))
+    monkeypatch.delenv("SKYDD_HISTORY_URL", raising=False)
+    return home
+
+
+@pytest.fixture
+def at() -> datetime:
+    return datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+
+
+def require_root() -> None:
+    if os.geteuid() != 0:
+        if IN_CI:
+            pytest.fail("lab tests need root in CI")
+        pytest.skip("lab tests need root")
