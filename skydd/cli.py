@@ -189,6 +189,18 @@ def waiver_list(fmt: Annotated[str, typer.Option("--format")] = "table") -> None
         out.print("no waivers")
 
 
+def _register_commands() -> None:
+    from importlib import import_module
+
+    from .commands import MODULES
+
+    for name in MODULES:
+        import_module(f"skydd.commands.{name}").register(app)
+
+
+_register_commands()
+
+
 def main() -> None:
     """Entry point: one clear line for every known error, never a traceback."""
     try:

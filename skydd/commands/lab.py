@@ -1,0 +1,66 @@
+"""``skydd lab up|down|status``: the local lab of real services."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+
+from ..errors import LabError
+from ..lab import services
+from ..settings import Settings
+
+lab_app = typer.Typer(no_args_is_help=True, help="The local lab of real services (root).")
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+OnlyOpt = Annotated[Optional[str], typer.Option("--only", help="Only these services, comma separated.")]
+
+
+def _only(only: str | None) -> list[str] | None:
+    return [s.strip() for s in only.split(",") if s.strip()] if only else None
+
+
+@lab_app.command("up")
+def up(only: OnlyOpt = None) -> None:
+    """Start the lab, unhardened, and wait until every service is ready."""
+    settings = Settings.from_env()
+    settings.ensure()
+    for svc in services(settings.home, _only(only)):
+        err.print(f"[bold]{svc.name}[/]: starting")
+        try:
+            svc.up(lambda msg, n=svc.name: err.print(f"  {n}: {msg}"))
+        except LabError as e:
+            err.print(f"{svc.name}: failed: {e}")
+            raise typer.Exit(1) from e
+        err.print(f"{svc.name}: up")
+
+
+@lab_app.command("down")
+def down(only: OnlyOpt = None) -> None:
+    """Stop every lab service and remove what the lab made."""
+    failed = False
+    for svc in reversed(services(Settings.from_env().home, _only(only))):
+        try:
+            svc.down(lambda msg, n=svc.name: err.print(f"  {n}: {msg}"))
+            err.print(f"{svc.name}: down")
+        except LabError as e:
+            err.print(f"{svc.name}: failed to stop: {e}")
+            failed = True
+    raise typer.Exit(1 if failed else 0)
+
+
+@lab_app.command("status")
+def status(fmt: Annotated[str, typer.Option("--format", help="json or table")] = "table") -> None:
+    """Each lab service's state and endpoint."""
+    report = {"services": {s.name: s.status() for s in services(Settings.from_env().home)}}
+    if fmt == "json":
+        print(json.dumps(report, indent=2, default=str))
+        return
+    for name, st in report["services"].items():
+        print(f"{name:<10} {st.get('state', '?'):<5} {st.get('endpoint', '')}")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(lab_app, name="lab")

@@ -1,0 +1,33 @@
+"""The interface of one local lab service (Keycloak, the network namespaces, vcsim, PostgreSQL).
+
+``up`` is idempotent and cleans up what a crashed earlier run left; ``down`` stops only what the
+lab started (by PID files and names under ``$SKYDD_HOME/lab``); ``status`` never raises.
+"""
+
+from __future__ import annotations
+
+import abc
+from pathlib import Path
+from typing import Any, Callable
+
+Progress = Callable[[str], None]
+
+
+class LabService(abc.ABC):
+    name: str
+
+    def __init__(self, home: Path) -> None:
+        self.home = home
+        self.state_dir = home / "lab" / self.name
+
+    @abc.abstractmethod
+    def up(self, progress: Progress) -> None:
+        """Start (or adopt) the service unhardened, wait until ready; raise ``LabError``."""
+
+    @abc.abstractmethod
+    def down(self, progress: Progress) -> None:
+        """Stop what ``up`` started and remove what it made; raise ``LabError``."""
+
+    @abc.abstractmethod
+    def status(self) -> dict[str, Any]:
+        """``{"state": "up"|"down", "endpoint": ...}`` plus anything scripts need."""
