@@ -76,7 +76,7 @@ def run_audit(settings: Settings, inventory_path: Path | None, selection: Select
               out_dir: Path | None = None, bundle: Path | None = None,
               progress: Progress | None = None, actor: str = "skydd",
               clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> AuditResult:
-    inventory, inv_digest = load_inventory(inventory_path)
+    inventory, inv_digest = load_inventory(inventory_path, home=settings.home)
     catalog = load_catalog()
     controls = selection.apply(catalog, inventory)
     kinds = {c.applies_to.evidence for c in controls}

@@ -33,16 +33,14 @@ def _secret_ref(value: str) -> str:
 SecretRef = Annotated[str, AfterValidator(_secret_ref)]
 
 
-def resolve_secret(ref: str, *, base: Path | None = None) -> str:
+def resolve_secret(ref: str) -> str:
     """Read the secret a reference points at; raises ``InputError`` when it is absent."""
     scheme, _, rest = ref.partition(":")
     if scheme == "env":
         if rest not in os.environ:
             raise InputError(f"secret {ref}: environment variable {rest} is not set")
         return os.environ[rest]
-    path = Path(os.path.expandvars(rest))
-    if not path.is_absolute() and base is not None:
-        path = base / path
+    path = Path(rest)
     try:
         return path.read_text(encoding="utf-8").strip()
     except OSError as err:
@@ -209,9 +207,15 @@ def _line_of(doc: Any, loc: tuple[Any, ...]) -> int | None:
     return line
 
 
-def load_inventory(path: Path | None = None) -> tuple[Inventory, str]:
-    """Load and validate an inventory; returns it with the digest of its content."""
+def load_inventory(path: Path | None = None, *, home: Path | None = None) -> tuple[Inventory, str]:
+    """Load and validate an inventory; returns it with the digest of its content.
+
+    ``${SKYDD_HOME}`` in any text value becomes ``home`` (default: ``$SKYDD_HOME`` or ``./.skydd``),
+    so every consumer sees absolute paths.
+    """
     path = path or LAB_INVENTORY
+    if home is None:
+        home = Path(os.environ.get("SKYDD_HOME", "./.skydd")).resolve()
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as err:
@@ -225,7 +229,7 @@ def load_inventory(path: Path | None = None) -> tuple[Inventory, str]:
     if not isinstance(doc, CommentedMap):
         raise InputError(f"{path}:1: an inventory must be a mapping")
     try:
-        inv = Inventory.model_validate(_plain(doc))
+        inv = Inventory.model_validate(_expand(_plain(doc), str(home)))
     except ValidationError as err:
         first = err.errors()[0]
         loc = tuple(first["loc"])
@@ -242,6 +246,14 @@ def load_inventory(path: Path | None = None) -> tuple[Inventory, str]:
         field = ".".join(str(p) for p in loc) or "(top)"
         raise InputError(f"{path}:{line or 1}: {field}: {msg}") from err
     return inv, digest_of(_plain(doc))
+
+
+def _expand(node: Any, home: str) -> Any:
+    if isinstance(node, dict):
+        return {k: _expand(v, home) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_expand(v, home) for v in node]
+    return node.replace("${SKYDD_HOME}", home) if isinstance(node, str) else node
 
 
 def _plain(node: Any) -> Any:

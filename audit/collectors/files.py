@@ -38,9 +38,5 @@ class KeyStoreCollector(Collector):
 
 def from_inventory(inventory, home: Path) -> list[Collector]:
     munis = {s.id: s.municipality for s in inventory.sites}
-    return [KeyStoreCollector(k.id, Path(_expand(k.path, home)), site=k.site,
-                              municipality=munis.get(k.site)) for k in inventory.key_stores]
-
-
-def _expand(path: str, home: Path) -> str:
-    return os.path.expandvars(path.replace("${SKYDD_HOME}", str(home)))
+    return [KeyStoreCollector(k.id, Path(k.path), site=k.site, municipality=munis.get(k.site))
+            for k in inventory.key_stores]
