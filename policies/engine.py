@@ -50,6 +50,9 @@ def evaluate(controls: Sequence[Control], evidence: Iterable[Evidence] | Mapping
     findings: list[Finding] = []
     for control in controls:
         items = by_kind.get(control.applies_to.evidence, [])
+        if control.manual:
+            # An attestation is about one control: its target is the control id.
+            items = [e for e in items if e.target == control.id]
         if not items:
             findings.append(_finding(control, None, Status.MANUAL if control.manual else Status.ERROR,
                                      f"no {control.applies_to.evidence} evidence was collected",

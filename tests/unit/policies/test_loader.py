@@ -1,0 +1,57 @@
+"""The strict loader: unknown keys, missing fields and unknown checks name file and key."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from policies import CatalogError, load_catalog
+from policies.loader import CATALOG_DIR
+
+EXAMPLE = CATALOG_DIR / "d" / "d.key-files-private" / "control.yaml"
+
+
+def catalog_with(tmp_path: Path, text: str, cid: str = "d.key-files-private") -> Path:
+    d = tmp_path / "catalog" / cid[0] / cid
+    d.mkdir(parents=True)
+    (d / "control.yaml").write_text(text)
+    return tmp_path / "catalog"
+
+
+@pytest.mark.parametrize("edit,key", [
+    (lambda t: t + "owner: someone\n", "owner"),
+    (lambda t: t.replace("severity: high\n", ""), "severity"),
+    (lambda t: t.replace("python: files_private", "python: no_such"), "check.python"),
+    (lambda t: t.replace("severity: high", "severity: extreme"), "severity"),
+    (lambda t: t.replace("[A.5.17, A.8.24]", "[A.99.1]"), "references.iso27001-2022"),
+    (lambda t: t.replace("  nis2:", "  nist:"), "references.nist"),
+    (lambda t: t.replace("tags: [d.key-files-private]", "tags: []"), "remediation.tags"),
+    (lambda t: t.replace("id: d.key-files-private", "id: d.other"), "id"),
+])
+def test_errors_name_file_and_key(tmp_path: Path, edit, key) -> None:
+    root = catalog_with(tmp_path, edit(EXAMPLE.read_text()))
+    with pytest.raises(CatalogError) as info:
+        load_catalog(root)
+    assert info.value.key == key
+    assert str(info.value).startswith(str(root / "d" / "d.key-files-private" / "control.yaml"))
+
+
+def test_bad_yaml_names_the_line(tmp_path: Path) -> None:
+    root = catalog_with(tmp_path, "id: d.x\nlevel: [\n")
+    with pytest.raises(CatalogError, match=r"line \d+"):
+        load_catalog(root)
+
+
+def test_empty_catalog_is_an_error(tmp_path: Path) -> None:
+    (tmp_path / "catalog").mkdir()
+    with pytest.raises(CatalogError, match="no controls"):
+        load_catalog(tmp_path / "catalog")
+
+
+def test_shipped_catalog_covers_every_level() -> None:
+    cat = load_catalog()
+    assert len({c.id for c in cat.controls}) == len(cat.controls)
+    for c in cat.controls:
+        assert c.references.get("iso27001-2022") and c.references.get("nis2"), c.id
