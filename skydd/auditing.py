@@ -11,7 +11,7 @@ from typing import Callable, Sequence
 
 from audit import log
 from audit.collectors import Collector, collectors_for, run_collectors
-from audit.collectors.bundle import BundleCollector
+from audit.collectors.bundle import BundleCollector, write_bundle
 from audit.errors import BundleError
 from audit.history import History, drift
 from audit.reports import write_reports
@@ -74,6 +74,7 @@ Progress = Callable[[str, str], None]
 
 def run_audit(settings: Settings, inventory_path: Path | None, selection: Selection, *,
               out_dir: Path | None = None, bundle: Path | None = None,
+              capture: Path | None = None,
               progress: Progress | None = None, actor: str = "skydd",
               clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> AuditResult:
     inventory, inv_digest = load_inventory(inventory_path, home=settings.home)
@@ -93,6 +94,11 @@ def run_audit(settings: Settings, inventory_path: Path | None, selection: Select
         collectors = [c for c in collectors if c.site in (None, selection.site)]
     evidence = [e for e in run_collectors(collectors, clock=clock, progress=progress)
                 if e.kind in kinds and (selection.site is None or e.site in (None, selection.site))]
+    if capture is not None:
+        try:
+            write_bundle(evidence, capture, note=f"captured from {inventory.name}")
+        except BundleError as err:
+            raise InputError(f"--capture: {err}") from err
     at = clock()
     findings = evaluate(controls, evidence, WaiverStore(settings.home).all(), at)
     history = History(settings.history_url)

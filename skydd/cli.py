@@ -53,6 +53,7 @@ def audit(
     site: Annotated[Optional[str], typer.Option(help="Only this site.")] = None,
     out_dir: Annotated[Optional[Path], typer.Option("--out", help="Report folder.")] = None,
     evidence: Annotated[Optional[Path], typer.Option(help="Audit offline from an evidence bundle.")] = None,
+    capture: Annotated[Optional[Path], typer.Option(help="Also save the collected evidence as a bundle.")] = None,
 ) -> None:
     """Collect evidence, evaluate, write signed reports. Exit 0 compliant, 1 fail, 3 incomplete."""
     from .auditing import Selection, run_audit
@@ -63,7 +64,7 @@ def audit(
             status.update(f"collected {source}: {state}")
             err.print(f"  {'✓' if state == 'ok' else '✗'} {source}: {state}")
         result = run_audit(Settings.from_env(), inventory, selection, out_dir=out_dir,
-                           bundle=evidence, progress=progress, actor=actor())
+                           bundle=evidence, capture=capture, progress=progress, actor=actor())
     summary = result.report["summary"]
     drift = result.report["drift"]
     for lv, counts in summary["levels"].items():

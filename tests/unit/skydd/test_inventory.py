@@ -1,0 +1,60 @@
+"""The inventory loader: the lab inventory loads; a bad one is one error naming file, line, field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from skydd.errors import InputError
+from skydd.inventory import LAB_INVENTORY, load_inventory, resolve_secret
+
+LAB = LAB_INVENTORY.read_text()
+
+
+def test_lab_inventory_names_the_three_municipalities_and_the_fourth_site(tmp_path: Path) -> None:
+    inv, digest = load_inventory(home=tmp_path)
+    assert {m.id for m in inv.municipalities} == {"torsby", "sunne", "hagfors"}
+    assert any(s.municipality is None for s in inv.sites)
+    care = next(s for s in inv.systems if s.id == "socialcare")
+    assert care.classification == "classified" and care.around_the_clock
+    assert care.mirror_site != care.primary_site
+    assert all(s.mirror_site == "site4" for s in inv.systems)
+    assert digest.startswith("sha256:")
+    assert inv.identity_provider.admin_password.startswith(f"file:{tmp_path}")
+
+
+@pytest.mark.parametrize("old,new,where", [
+    ("name: socialcare-lab", "name: socialcare-lab\ncolour: blue", "colour: unknown field"),
+    ("mirror_site: site4\n    rpo_seconds", "mirror_site: site9\n    rpo_seconds", "systems.0.mirror_site: unknown site"),
+    ("classification: classified", "classification: secret", "systems.0.classification"),
+    ("admin_password: file:", "admin_password: hunter2 #", "identity_provider.admin_password: secrets must be a reference"),
+])
+def test_bad_inventory_names_file_line_and_field(tmp_path: Path, old, new, where) -> None:
+    assert old in LAB
+    bad = tmp_path / "inv.yaml"
+    bad.write_text(LAB.replace(old, new, 1))
+    with pytest.raises(InputError) as info:
+        load_inventory(bad, home=tmp_path)
+    msg = str(info.value)
+    assert msg.startswith(f"{bad}:") and where in msg
+    line = int(msg.split(":")[1])
+    assert line > 1
+
+
+def test_not_yaml_and_missing_file(tmp_path: Path) -> None:
+    bad = tmp_path / "inv.yaml"
+    bad.write_text("name: [x\n")
+    with pytest.raises(InputError, match="not valid YAML"):
+        load_inventory(bad)
+    with pytest.raises(InputError, match="cannot read"):
+        load_inventory(tmp_path / "absent.yaml")
+
+
+def test_secret_references(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "s").write_text("geheim\n")
+    assert resolve_secret(f"file:{tmp_path / 's'}") == "geheim"
+    monkeypatch.setenv("SKYDD_T", "x")
+    assert resolve_secret("env:SKYDD_T") == "x"
+    with pytest.raises(InputError, match="SKYDD_NOPE"):
+        resolve_secret("env:SKYDD_NOPE")
