@@ -1,3 +1,3 @@
 """CLI command groups, one module per area; each defines ``register(app)``."""
 
-MODULES = ("lab",)
+MODULES = ("lab", "training", "apply")
