@@ -56,11 +56,31 @@ class Municipality(_Strict):
     name: str
 
 
+class Segment(_Strict):
+    """A network segment of a site: a LAN, the classified segment, the mirror site's net."""
+
+    name: str = Field(pattern=_ID)
+    network: str  # CIDR, e.g. 10.1.1.0/24
+    host: str  # the address of the segment's (probe or service) host
+    gateway: str  # the next hop out of the segment
+    namespace: str | None = None  # lab network namespace holding the host
+    classified: bool = False
+
+
 class Site(_Strict):
     id: str = Field(pattern=_ID)
     name: str
     municipality: str | None = None  # None: the joint fourth site
     namespace: str | None = None  # lab network namespace, when the site is in the lab
+    segments: list[Segment] = []
+
+
+class Link(_Strict):
+    """One side of a firewall: its interface, its address (CIDR form) and the neighbour."""
+
+    interface: str = Field(pattern=r"^[a-zA-Z0-9_.-]{1,15}$")
+    address: str  # e.g. 10.1.1.1/24
+    peer: str  # the neighbour's address on this link
 
 
 class Firewall(_Strict):
@@ -72,6 +92,9 @@ class Firewall(_Strict):
     fail_mode: Literal["open", "closed"] = "closed"
     namespace: str | None = None
     management_network: str | None = None
+    inside: Link | None = None  # towards the LAN
+    outside: Link | None = None  # towards the core
+    state_dir: str | None = None  # where the firewall keeps its rule files (IPS config, rules)
 
 
 class Flow(_Strict):

@@ -1,0 +1,261 @@
+"""The lab network: network namespaces per municipality ``lan → fw1 → fw2 → core``, and behind
+``core`` the classified segment ``dc`` (Torsby) and the mirror site ``site4``.
+
+Built from the lab inventory (addresses: docs/lab-network.md). As found every firewall forwards
+everything and runs no IPS. Every namespace is named ``skydd-…``, so ``down`` (and ``up`` after
+a crash) removes exactly what the lab made: processes in those namespaces, then the namespaces,
+which takes their veth links with them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from ..errors import LabError
+from ..inventory import Inventory, load_inventory
+from .network_plan import ip_of, segments
+from .service import LabService, Progress
+
+PREFIX = "skydd-"
+CORE = "skydd-core"
+
+
+def _run(*cmd: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+    except FileNotFoundError as err:
+        raise LabError(f"{cmd[0]} is missing: install iproute2 (make deps)") from err
+    if check and proc.returncode != 0:
+        raise LabError(f"{' '.join(cmd)}: {(proc.stderr or proc.stdout).strip()}")
+    return proc
+
+
+def lab_namespaces() -> list[str]:
+    """Every namespace on the machine that the lab owns (by prefix)."""
+    out = _run("ip", "-j", "netns", "list", check=False).stdout.strip()
+    names = [n["name"] for n in json.loads(out)] if out else []
+    return sorted(n for n in names if n.startswith(PREFIX))
+
+
+def ns_pids(ns: str) -> list[int]:
+    out = _run("ip", "netns", "pids", ns, check=False).stdout.split()
+    return [int(p) for p in out if p.isdigit()]
+
+
+def _core_iface(fw_id: str) -> str:
+    return ("m-" + fw_id)[:15]
+
+
+class Service(LabService):
+    name = "network"
+
+    def __init__(self, home: Path) -> None:
+        super().__init__(home)
+        self.inventory_path: Path | None = None  # the lab inventory
+
+    # -- the plan ------------------------------------------------------------------------------
+
+    def _inventory(self) -> Inventory:
+        inv, _ = load_inventory(self.inventory_path, home=self.home)
+        return inv
+
+    def expected_namespaces(self, inv: Inventory) -> list[str]:
+        names = {CORE}
+        names.update(fw.namespace for fw in inv.firewalls if fw.namespace)
+        names.update(seg.namespace for _, seg in segments(inv) if seg.namespace)
+        return sorted(names)
+
+    # -- up / down -----------------------------------------------------------------------------
+
+    def up(self, progress: Progress) -> None:
+        if os.geteuid() != 0:
+            raise LabError("the lab network needs root (network namespaces)")
+        for tool in ("ip", "nft"):
+            if shutil.which(tool) is None:
+                raise LabError(f"{tool} is missing: run 'make deps' (Debian iproute2, nftables)")
+        inv = self._inventory()
+        leftovers = lab_namespaces()
+        if leftovers:
+            progress(f"cleaning up {len(leftovers)} namespaces left from an earlier run")
+            self._teardown(progress)
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self._build(inv, progress)
+            self._start_dc(inv, progress)
+        except BaseException:
+            self._teardown(lambda m: None)
+            raise
+        self._write_state({"namespaces": self.expected_namespaces(inv)})
+        progress("namespaces up; every firewall forwards everything (as found)")
+
+    def _build(self, inv: Inventory, progress: Progress) -> None:
+        for ns in self.expected_namespaces(inv):
+            _run("ip", "netns", "add", ns)
+            _run("ip", "-n", ns, "link", "set", "lo", "up")
+        progress(f"{len(self.expected_namespaces(inv))} namespaces created")
+        lans: set[str] = set()
+        for m in inv.municipalities:
+            fws = sorted((f for f in inv.firewalls if f.municipality == m.id), key=lambda f: f.position)
+            if len(fws) != 2 or any(f.namespace is None or f.inside is None or f.outside is None
+                                    for f in fws):
+                raise LabError(f"municipality {m.id}: the lab needs fw1 and fw2 with namespace, "
+                               f"inside and outside links")
+            fw1, fw2 = fws
+            lan = next((seg for sid, seg in segments(inv) if sid == fw1.site and seg.namespace
+                        and ipaddress.ip_network(seg.network)
+                        == ipaddress.ip_interface(fw1.inside.address).network), None)
+            if lan is None:
+                raise LabError(f"municipality {m.id}: no segment behind {fw1.id}'s inside link")
+            lans.add(lan.namespace)
+            prefix = ipaddress.ip_network(lan.network).prefixlen
+            self._veth(lan.namespace, "lan0", f"{lan.host}/{prefix}",
+                       fw1.namespace, fw1.inside.interface, fw1.inside.address)
+            self._veth(fw1.namespace, fw1.outside.interface, fw1.outside.address,
+                       fw2.namespace, fw2.inside.interface, fw2.inside.address)
+            core_prefix = ipaddress.ip_interface(fw2.outside.address).network.prefixlen
+            self._veth(fw2.namespace, fw2.outside.interface, fw2.outside.address,
+                       CORE, _core_iface(fw2.id), f"{fw2.outside.peer}/{core_prefix}")
+            _run("ip", "-n", lan.namespace, "route", "add", "default", "via", lan.gateway)
+            _run("ip", "-n", fw1.namespace, "route", "add", "default", "via", fw1.outside.peer)
+            _run("ip", "-n", fw2.namespace, "route", "add", "default", "via", fw2.outside.peer)
+            _run("ip", "-n", fw2.namespace, "route", "add", lan.network, "via", fw2.inside.peer)
+            _run("ip", "-n", CORE, "route", "add", lan.network, "via", ip_of(fw2.outside.address))
+            for ns in (fw1.namespace, fw2.namespace):
+                _run("ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+            progress(f"{m.id}: lan → {fw1.id} → {fw2.id} → core")
+        for _, seg in segments(inv):  # behind core: dc, site4
+            if seg.namespace is None or seg.namespace in lans:
+                continue
+            prefix = ipaddress.ip_network(seg.network).prefixlen
+            self._veth(seg.namespace, "eth0", f"{seg.host}/{prefix}",
+                       CORE, ("s-" + seg.name)[:15], f"{seg.gateway}/{prefix}")
+            _run("ip", "-n", seg.namespace, "route", "add", "default", "via", seg.gateway)
+            progress(f"core → {seg.name} ({seg.network})")
+        _run("ip", "netns", "exec", CORE, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+
+    @staticmethod
+    def _veth(ns_a: str, if_a: str, addr_a: str, ns_b: str, if_b: str, addr_b: str) -> None:
+        _run("ip", "link", "add", if_a, "netns", ns_a, "type", "veth", "peer", "name", if_b,
+             "netns", ns_b)
+        for ns, iface, addr in ((ns_a, if_a, addr_a), (ns_b, if_b, addr_b)):
+            _run("ip", "-n", ns, "addr", "add", addr, "dev", iface)
+            _run("ip", "-n", ns, "link", "set", iface, "up")
+
+    # -- the classified segment's stand-in services ----------------------------------------------
+
+    def dc_dir(self) -> Path:
+        return self.state_dir / "dc"
+
+    def _start_dc(self, inv: Inventory, progress: Progress) -> None:
+        dc = next((seg for _, seg in segments(inv) if seg.classified and seg.namespace), None)
+        if dc is None:
+            raise LabError("the lab inventory has no classified segment with a namespace")
+        cert, key = _lab_cert(self.dc_dir(), dc.host)
+        log = open(self.dc_dir() / "standin.log", "ab")
+        proc = subprocess.Popen(
+            ["ip", "netns", "exec", dc.namespace, sys.executable, "-m", "skydd.lab.network_dc",
+             "--bind", dc.host, "--cert", str(cert), "--key", str(key)],
+            stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True)
+        (self.dc_dir() / "standin.pid").write_text(str(proc.pid))
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise LabError(f"the dc stand-in exited: see {self.dc_dir() / 'standin.log'}")
+            ready = _run("ip", "netns", "exec", dc.namespace, "ss", "-Hltn", check=False).stdout
+            if f"{dc.host}:443" in ready and f"{dc.host}:5432" in ready:
+                progress(f"dc stand-in serving https://{dc.host}:443 and tcp/5432")
+                return
+            time.sleep(0.1)
+        raise LabError("the dc stand-in did not listen within 15 s")
+
+    def down(self, progress: Progress) -> None:
+        self._teardown(progress)
+
+    def _teardown(self, progress: Progress) -> None:
+        namespaces = lab_namespaces()
+        for ns in namespaces:  # Suricata, stand-ins, probes: everything the lab runs in them
+            for pid in ns_pids(ns):
+                try:
+                    os.kill(pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and any(ns_pids(ns) for ns in namespaces):
+            time.sleep(0.1)
+        for ns in namespaces:
+            for pid in ns_pids(ns):
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        for ns in namespaces:
+            _run("ip", "netns", "delete", ns, check=False)
+        left = lab_namespaces()
+        if left:
+            raise LabError(f"could not remove namespaces: {', '.join(left)}")
+        if self.state_dir.exists():
+            shutil.rmtree(self.state_dir, ignore_errors=True)
+        if namespaces:
+            progress(f"removed {len(namespaces)} namespaces and their links and processes")
+
+    # -- status --------------------------------------------------------------------------------
+
+    def _write_state(self, state: dict[str, Any]) -> None:
+        tmp = self.state_dir / ".state.json.tmp"
+        tmp.write_text(json.dumps(state, indent=2))
+        tmp.replace(self.state_dir / "state.json")
+
+    def status(self) -> dict[str, Any]:
+        try:
+            inv = self._inventory()
+            expected = self.expected_namespaces(inv)
+            dc = next((seg for _, seg in segments(inv) if seg.classified), None)
+        except Exception as err:  # status never raises
+            return {"state": "down", "endpoint": None, "error": str(err)}
+        present = lab_namespaces()
+        up = set(expected) <= set(present) and (self.state_dir / "state.json").exists()
+        return {"state": "up" if up else "down",
+                "endpoint": f"https://{dc.host}:443" if dc else None,
+                "namespaces": present, "expected": expected,
+                "firewalls": {fw.id: fw.namespace for fw in inv.firewalls}}
+
+
+def _lab_cert(folder: Path, host: str) -> tuple[Path, Path]:
+    """A self-signed certificate for the stand-in (also its own CA for the probes)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    folder.mkdir(parents=True, exist_ok=True)
+    cert_path, key_path = folder / "socialcare.pem", folder / "socialcare.key"
+    if cert_path.exists() and key_path.exists():
+        return cert_path, key_path
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "socialcare.lab")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(minutes=5))
+            .not_valid_after(now + dt.timedelta(days=30))
+            .add_extension(x509.SubjectAlternativeName(
+                [x509.DNSName("socialcare.lab"), x509.IPAddress(ipaddress.ip_address(host))]),
+                critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                  serialization.NoEncryption()))
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return cert_path, key_path
