@@ -76,6 +76,42 @@ def load_public_key(pem: bytes) -> Ed25519PublicKey:
 def verify(public_key: Ed25519PublicKey, payload: bytes, signature_b64: str) -> None:
     """Raise ``VerificationError`` unless ``signature_b64`` signs ``payload``."""
     try:
-        public_key.verify(base64.b64decode(signature_b64, validate=True), payload)
+        raw = base64.b64decode(signature_b64, validate=True)
+        if base64.b64encode(raw).decode("ascii") != signature_b64:
+            raise ValueError("not canonical base64")  # no second spelling of one signature
+        public_key.verify(raw, payload)
     except (InvalidSignature, ValueError) as err:
         raise VerificationError("signature does not match the signed content") from err
+
+
+# -- audit log checkpoints ---------------------------------------------------------------------
+
+CHECKPOINT_SCHEMA = "skydd.audit-log.checkpoint/1"
+
+
+def checkpoint_payload(head_seq: int, head_hash: str, at: str, key_id: str) -> bytes:
+    """The bytes a log checkpoint signs: the chain head (seq and hash), when, and by which key.
+
+    Kept independent of the entry's JSON form so a verifier rebuilds it from parsed values.
+    """
+    return (f"{CHECKPOINT_SCHEMA}\nseq {head_seq}\nhash {head_hash}\nat {at}\nkey {key_id}\n"
+            ).encode("utf-8")
+
+
+def sign_checkpoint(signer: Signer, head_seq: int, head_hash: str, at: str) -> dict[str, object]:
+    """The ``data`` of a checkpoint entry over the head ``(head_seq, head_hash)``."""
+    return {"head": {"seq": head_seq, "hash": head_hash}, "key_id": signer.key_id,
+            "signature": signer.sign(checkpoint_payload(head_seq, head_hash, at, signer.key_id))}
+
+
+
+def load_home_public_key(home: Path) -> Ed25519PublicKey:
+    """The public half of this Skydd home's signing key; never makes a key.
+
+    Raises ``FileNotFoundError`` when the home has no signing key yet.
+    """
+    path = home / "keys" / KEY_NAME
+    key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    if not isinstance(key, Ed25519PrivateKey):
+        raise VerificationError(f"{path} is not an Ed25519 private key")
+    return key.public_key()
