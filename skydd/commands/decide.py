@@ -1,0 +1,81 @@
+"""``skydd decide --token-file F`` (the access decision as JSON; exit 0 allow, 1 deny) and
+``skydd serve`` (the decision API and forward-auth on uvicorn)."""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+
+from identity.errors import IdentityConfigError
+
+from ..errors import InputError
+from ..inventory import load_inventory
+from ..settings import Settings
+
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+InventoryOpt = Annotated[Optional[Path], typer.Option("--inventory", help="Inventory YAML (default: the lab's).")]
+
+
+def _decider(inventory: Path | None, settings: Settings):  # -> AccessDecision
+    from identity.decision import AccessDecision
+
+    inv, _ = load_inventory(inventory, home=settings.home)
+    try:
+        return AccessDecision.from_inventory(inv, settings.home)
+    except IdentityConfigError as e:
+        raise InputError(str(e)) from e
+
+
+def read_token(path: Path) -> str:
+    try:
+        token = path.read_text(encoding="utf-8").strip()
+    except OSError as e:
+        raise InputError(f"--token-file {path}: {e.strerror}") from e
+    except UnicodeDecodeError as e:
+        raise InputError(f"--token-file {path}: not UTF-8 text") from e
+    if not token:
+        raise InputError(f"--token-file {path}: the file is empty")
+    return token.removeprefix("Bearer ").strip()
+
+
+def decide(
+    token_file: Annotated[Path, typer.Option("--token-file", help="File holding the access token.")],
+    inventory: InventoryOpt = None,
+) -> None:
+    """The access decision for a token, as JSON. Exit 0 allow, 1 deny, 2 bad input."""
+    settings = Settings.from_env()
+    token = read_token(token_file)
+    decision = _decider(inventory, settings).decide(token, datetime.now(UTC))
+    print(json.dumps(decision.to_dict(), indent=2, ensure_ascii=False))
+    raise typer.Exit(0 if decision.allow else 1)
+
+
+def serve(
+    inventory: InventoryOpt = None,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.", min=1, max=65535)] = 8600,
+    workers: Annotated[int, typer.Option(help="Worker processes (each is stateless).", min=1, max=64)] = 1,
+) -> None:
+    """Serve POST /v1/decision and GET /v1/authz (forward-auth) on uvicorn."""
+    import uvicorn
+
+    settings = Settings.from_env()
+    _decider(inventory, settings)  # bad input fails here, once, before any worker starts
+    if inventory is not None:
+        os.environ["SKYDD_INVENTORY"] = str(inventory.resolve())
+    os.environ["SKYDD_HOME"] = str(settings.home)
+    err.print(f"skydd: serving the access decision on http://{host}:{port} ({workers} worker(s))")
+    uvicorn.run("skydd.web.app:app_from_env", factory=True, host=host, port=port, workers=workers,
+                log_level="warning", access_log=False, server_header=False,
+                proxy_headers=False)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("decide")(decide)
+    app.command("serve")(serve)

@@ -1,0 +1,39 @@
+"""The FastAPI application: ``create_app(decider)``; ``app_from_env()`` for uvicorn workers."""
+
+from __future__ import annotations
+
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+
+from fastapi import FastAPI
+
+from identity.decision import AccessDecision
+
+from .decision_api import Clock, router
+from .headers import SecurityHeaders
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def create_app(decider: AccessDecision, *, clock: Clock = utc_now) -> FastAPI:
+    """The app around one decision service. No docs, no OpenAPI: nothing but the API."""
+    app = FastAPI(title="Skydd", docs_url=None, redoc_url=None, openapi_url=None)
+    app.include_router(router(decider, clock))
+    app.add_middleware(SecurityHeaders)
+    return app
+
+
+def app_from_env() -> FastAPI:
+    """For ``uvicorn --factory``: the inventory from ``$SKYDD_INVENTORY`` (default: the lab's)
+    and the home from ``$SKYDD_HOME``."""
+    from skydd.inventory import load_inventory
+    from skydd.settings import Settings
+
+    settings = Settings.from_env()
+    inventory_path = os.environ.get("SKYDD_INVENTORY")
+    inventory, _ = load_inventory(Path(inventory_path) if inventory_path else None,
+                                  home=settings.home)
+    return create_app(AccessDecision.from_inventory(inventory, settings.home))

@@ -1,0 +1,110 @@
+"""The decision API and forward-auth through FastAPI's TestClient, with a real HTTPS JWKS."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+from fastapi.testclient import TestClient
+
+from identity.decision import AccessDecision, AuditDenyLog, Policy
+from identity.settings import IdentitySettings
+from identity.tokens import Verifier
+from identity.training import TrainingStatus
+from skydd.web.app import create_app
+from tests.unit.identity.fake_idp import FakeIdp
+
+AT = dt.datetime(2026, 11, 25, 12, 0, tzinfo=dt.UTC)
+
+
+class Trained:
+    def training_status(self, username: str, hsa_id: str | None, at: dt.datetime) -> TrainingStatus:
+        return TrainingStatus(username != "untrained.sunne", "course it-security expired")
+
+
+@pytest.fixture(scope="module")
+def idp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeIdp]:
+    server = FakeIdp(tmp_path_factory.mktemp("idp"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def client(idp: FakeIdp, tmp_path: Path) -> TestClient:
+    verifier = Verifier.from_inventory(idp.inventory(), IdentitySettings())
+    policy = Policy(municipality_groups=frozenset({"torsby", "sunne", "hagfors"}))
+    decider = AccessDecision(verifier, policy, Trained(), AuditDenyLog(tmp_path / "home"))
+    return TestClient(create_app(decider, clock=lambda: AT))
+
+
+def test_authz_allows_with_identity_headers(idp: FakeIdp, client: TestClient) -> None:
+    r = client.get("/v1/authz", headers={"Authorization": f"Bearer {idp.token(AT)}"})
+    assert r.status_code == 200
+    assert r.headers["x-skydd-user"] == "anna.torsby"
+    assert r.headers["x-skydd-hsa-id"] == "SE2321000016-T001"
+    assert r.headers["x-skydd-municipality"] == "torsby"
+    assert r.headers["content-security-policy"].startswith("default-src 'none'")
+    assert r.headers["x-content-type-options"] == "nosniff"
+    assert r.headers["cache-control"] == "no-store"
+    assert "server" not in r.headers or "uvicorn" not in r.headers["server"]
+
+
+def test_authz_401_without_a_valid_token(idp: FakeIdp, client: TestClient) -> None:
+    r = client.get("/v1/authz")
+    assert r.status_code == 401 and r.headers["www-authenticate"].startswith("Bearer")
+    r = client.get("/v1/authz", headers={"Authorization": "Basic YWxhZGRpbjpvcGVuc2VzYW1l"})
+    assert r.status_code == 401
+    r = client.get("/v1/authz", headers={"Authorization": f"Bearer {idp.token(AT, aud='account')}"})
+    assert r.status_code == 401 and 'error="invalid_token"' in r.headers["www-authenticate"]
+    assert r.json()["reasons"][0]["cause"] == "audience"
+    assert "x-skydd-user" not in r.headers
+
+
+def test_authz_403_when_denied(idp: FakeIdp, client: TestClient) -> None:
+    r = client.get("/v1/authz", headers={"Authorization": f"Bearer {idp.token(AT, amr=['pwd'])}"})
+    assert r.status_code == 403 and [x["code"] for x in r.json()["reasons"]] == ["amr"]
+    untrained = idp.token(AT, preferred_username="untrained.sunne", groups=["sunne"])
+    r = client.get("/v1/authz", headers={"Authorization": f"Bearer {untrained}"})
+    assert r.status_code == 403 and r.json()["reasons"][0]["code"] == "training"
+    assert "x-skydd-user" not in r.headers
+
+
+def test_claims_cannot_inject_headers(idp: FakeIdp, client: TestClient) -> None:
+    token = idp.token(AT, preferred_username="anna\r\nX-Skydd-Admin: yes", hsaId="SE\n1")
+    r = client.get("/v1/authz", headers={"Authorization": f"Bearer {token}"})
+    assert r.status_code == 200 and "x-skydd-admin" not in r.headers
+    assert r.headers["x-skydd-user"] == "anna%0D%0AX-Skydd-Admin: yes"
+
+
+def test_post_decision_with_body_or_header(idp: FakeIdp, client: TestClient) -> None:
+    r = client.post("/v1/decision", json={"token": idp.token(AT)})
+    assert r.status_code == 200 and r.json()["decision"] == "allow"
+    assert r.json()["municipalities"] == ["torsby"]
+    r = client.post("/v1/decision", headers={"Authorization": f"Bearer {idp.token(AT, acr='1')}"})
+    body = r.json()
+    assert body["decision"] == "deny" and body["reasons"][0]["code"] == "acr"
+    assert body["token"].startswith("sha256:")
+    for bad in ({}, {"token": ""}, {"token": "x", "extra": 1}):
+        assert client.post("/v1/decision", json=bad).status_code == 400
+    assert client.post("/v1/decision", content=b"not json").status_code == 400
+
+
+def test_no_docs_or_openapi(client: TestClient) -> None:
+    for path in ("/docs", "/redoc", "/openapi.json"):
+        assert client.get(path).status_code == 404
+    assert client.get("/v1/health").json() == {"status": "ok"}
+
+
+def test_keys_unavailable_is_503(tmp_path: Path) -> None:
+    own = FakeIdp(tmp_path / "idp")
+    own.failing = True
+    try:
+        verifier = Verifier.from_inventory(own.inventory(), IdentitySettings())
+        decider = AccessDecision(verifier, Policy(municipality_groups=frozenset({"torsby"})), Trained())
+        c = TestClient(create_app(decider, clock=lambda: AT))
+        r = c.get("/v1/authz", headers={"Authorization": f"Bearer {own.token(AT)}"})
+        assert r.status_code == 503 and r.json()["reasons"][0]["cause"] == "keys_unavailable"
+    finally:
+        own.stop()
