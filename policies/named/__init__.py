@@ -6,5 +6,5 @@ package registers them all.
 
 from importlib import import_module
 
-for _module in ("common", "level_a", "level_c"):
+for _module in ("common", "level_a", "level_b", "level_c", "level_d", "level_e"):
     import_module(f"{__name__}.{_module}")
