@@ -140,6 +140,21 @@ class System(_Strict):
     oidc_client: str | None = None
 
 
+class LoginProbe(_Strict):
+    """The live login probe: a dedicated user with lab cards (``<path>.pem`` + ``<path>.key``)."""
+
+    client_id: str
+    redirect_uri: str
+    username: str
+    lockout_username: str
+    password: SecretRef
+    card: str
+    revoked_card: str
+    foreign_card: str
+    lockout_card: str
+    state_dir: str  # enrolled OTP secrets and the last success token
+
+
 class IdentityProvider(_Strict):
     id: str = Field(pattern=_ID)
     url: str
@@ -147,6 +162,8 @@ class IdentityProvider(_Strict):
     admin_username: SecretRef
     admin_password: SecretRef
     ca_file: str | None = None
+    clients: list[str] = []  # application clients that must be confidential with PKCE
+    probe: LoginProbe | None = None
 
 
 class TrainingStore(_Strict):

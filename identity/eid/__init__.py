@@ -1,0 +1,8 @@
+"""e-ID cards: a lab CA issuing SITHS-like card certificates, revocation with a published CRL,
+and a validator that says why a card is refused."""
+
+from .ca import CardAuthority, CardIdentity, SITHS_LAB_POLICY_OID, pem_of
+from .validator import CardRefused, CardVerdict, evaluate_card, verify_card
+
+__all__ = ["CardAuthority", "CardIdentity", "CardRefused", "CardVerdict", "SITHS_LAB_POLICY_OID",
+           "evaluate_card", "pem_of", "verify_card"]
