@@ -1,0 +1,106 @@
+"""``skydd log verify`` through the real console script: exit 0 intact, 1 broken, 2 bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from audit import log
+from audit.signing import Signer, load_signer
+
+SKYDD = str(Path(sys.executable).parent / "skydd")
+
+
+def skydd(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "SKYDD_HOME": str(home)}
+    return subprocess.run([SKYDD, "log", "verify", *args], capture_output=True, text=True,
+                          env=env, timeout=120)
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    home = tmp_path / "home"
+    signer = load_signer(home)
+    for i in range(4):
+        log.append(home / "audit.log", signer, "waiver.request", "alice", {"i": i})
+    return home
+
+
+def test_an_intact_log_exits_0_and_counts_what_it_verified(home: Path) -> None:
+    r = skydd(home)
+    assert r.returncode == 0, r.stderr
+    assert "intact: 8 entries and 4 checkpoints verified" in r.stdout
+
+
+def test_a_changed_entry_exits_1_naming_it(home: Path) -> None:
+    path = home / "audit.log"
+    path.write_text(path.read_text().replace('"i":2', '"i":7'))
+    r = skydd(home)
+    assert r.returncode == 1
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "line 5 (seq 4) was changed" in lines[0]
+
+
+def test_a_torn_line_exits_1_and_says_so(home: Path) -> None:
+    path = home / "audit.log"
+    path.write_bytes(path.read_bytes()[:-25])
+    r = skydd(home)
+    assert r.returncode == 1 and "torn last line" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_json_output_describes_the_problem(home: Path) -> None:
+    path = home / "audit.log"
+    lines = path.read_bytes().splitlines(keepends=True)
+    del lines[2]
+    path.write_bytes(b"".join(lines))
+    r = skydd(home, "--format", "json")
+    assert r.returncode == 1
+    out = json.loads(r.stdout)
+    assert out["intact"] is False and out["problem"]["kind"] == "removed"
+    assert (out["problem"]["seq"], out["problem"]["line"]) == (2, 3)
+
+
+def test_a_log_checked_against_another_key_exits_1(home: Path, tmp_path: Path) -> None:
+    other = tmp_path / "other.pem"
+    other.write_bytes(Signer(Ed25519PrivateKey.generate()).public_pem())
+    r = skydd(home, "--public-key", str(other))
+    assert r.returncode == 1 and "not by the trusted key" in r.stderr
+
+
+def test_an_explicit_log_and_key_are_used(home: Path, tmp_path: Path) -> None:
+    key = tmp_path / "trusted.pem"
+    key.write_bytes(load_signer(home).public_pem())
+    elsewhere = tmp_path / "copy.log"
+    elsewhere.write_bytes((home / "audit.log").read_bytes())
+    r = skydd(tmp_path / "empty-home", "--log", str(elsewhere), "--public-key", str(key))
+    assert r.returncode == 0, r.stderr
+    assert not (tmp_path / "empty-home").exists()  # verifying never makes keys
+
+
+@pytest.mark.parametrize("args, message", [
+    (("--log", "/nonexistent/audit.log"), "--log /nonexistent/audit.log: no such file"),
+    (("--public-key", "/nonexistent.pem"), "--public-key /nonexistent.pem:"),
+    (("--format", "xml"), "--format 'xml'"),
+])
+def test_bad_input_exits_2_with_one_line(home: Path, args: tuple[str, ...], message: str) -> None:
+    r = skydd(home, *args)
+    assert r.returncode == 2
+    assert r.stderr.strip().count("\n") == 0 and message in r.stderr
+
+
+def test_a_home_without_keys_exits_2(tmp_path: Path) -> None:
+    r = skydd(tmp_path / "nothing")
+    assert r.returncode == 2 and "no signing key" in r.stderr
+
+
+def test_a_public_key_that_is_not_pem_exits_2(home: Path, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.pem"
+    bad.write_text("hello")
+    r = skydd(home, "--public-key", str(bad))
+    assert r.returncode == 2 and "not a PEM public key" in r.stderr
