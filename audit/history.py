@@ -1,14 +1,57 @@
-"""Audit history (``$SKYDD_HOME/history.db``, SQLite; PostgreSQL by URL) and drift between audits."""
+"""Audit history and drift between audits.
+
+Every audit is kept as one row: its id, inventory, time, overall status and the status of every
+(control, target). SQLite at ``$SKYDD_HOME/history.db`` by default; PostgreSQL by URL
+(``SKYDD_HISTORY_URL=postgresql+psycopg://user@host:port/db``). The schema is one table made
+with ``create_all`` (see docs/adr/0003-reports.md).
+
+Timestamps are stored in UTC on both back ends: SQLite keeps no offset, so values are converted
+to UTC before they are written and read back as UTC; PostgreSQL keeps ``timestamptz`` and its
+answers (in the session's time zone) are converted to UTC.
+"""
 
 from __future__ import annotations
 
 import json
-from typing import Any, Mapping, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Sequence
 
-from sqlalchemy import JSON, Column, DateTime, Integer, MetaData, String, Table, create_engine, select
+from sqlalchemy import (JSON, Column, DateTime, Dialect, Integer, MetaData, String, Table,
+                        TypeDecorator, create_engine, make_url, select)
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
-from policies.checks import parse_time
+from policies.model import rfc3339
+
+from .errors import AuditError
+
+
+class HistoryError(AuditError):
+    """The history database could not be opened, read or written."""
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """An aware datetime stored as UTC; naive values are refused on the way in."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise ValueError("naive datetime: history times must carry a timezone")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
 
 _meta = MetaData()
 audits = Table(
@@ -16,35 +59,93 @@ audits = Table(
     Column("seq", Integer, primary_key=True, autoincrement=True),
     Column("id", String(64), unique=True, nullable=False),
     Column("inventory", String(200), nullable=False, index=True),
-    Column("generated_at", DateTime(timezone=True), nullable=False),
+    Column("generated_at", UTCDateTime(), nullable=False),
     Column("status", String(20), nullable=False),
     Column("statuses", JSON, nullable=False),  # {"control|target": status}
 )
 
-_FAILING = ("fail", "error")
+# A finding in one of these needs attention; moving into one is "newly failing".
+FAILING = frozenset({"fail", "error", "manual"})
+FIXED = frozenset({"pass"})
 
 
 class History:
+    """The audits of every inventory, oldest first by insertion order."""
+
     def __init__(self, url: str) -> None:
-        self.engine: Engine = create_engine(url, future=True)
-        _meta.create_all(self.engine)
+        try:
+            parsed = make_url(url)
+        except ArgumentError as err:
+            raise HistoryError(f"history URL {url!r} is not a database URL "
+                               "(e.g. postgresql+psycopg://user@host/db)") from err
+        self.url = parsed.render_as_string(hide_password=True)
+        if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.engine: Engine = create_engine(parsed, future=True, pool_pre_ping=True)
+            _meta.create_all(self.engine)
+        except (SQLAlchemyError, ImportError) as err:
+            raise HistoryError(f"history {self.url}: cannot open ({_reason(err)})") from err
+
+    def __enter__(self) -> "History":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.engine.dispose()
 
     def previous(self, inventory: str) -> dict[str, Any] | None:
-        with self.engine.connect() as conn:
-            row = conn.execute(select(audits).where(audits.c.inventory == inventory)
-                               .order_by(audits.c.seq.desc()).limit(1)).mappings().first()
-        if row is None:
-            return None
-        statuses = row["statuses"]
-        return {"id": row["id"], "generated_at": row["generated_at"],
-                "statuses": json.loads(statuses) if isinstance(statuses, str) else statuses}
+        """The latest audit of ``inventory`` recorded so far, or ``None``."""
+        rows = list(self._select(inventory, 1))
+        return rows[0] if rows else None
+
+    def audits(self, inventory: str, limit: int = 20) -> list[dict[str, Any]]:
+        """The latest ``limit`` audits of ``inventory``, newest first."""
+        return list(self._select(inventory, limit))
+
+    def _select(self, inventory: str, limit: int) -> Iterator[dict[str, Any]]:
+        query = (select(audits).where(audits.c.inventory == inventory)
+                 .order_by(audits.c.seq.desc()).limit(limit))
+        try:
+            with self.engine.connect() as conn:
+                rows = conn.execute(query).mappings().all()
+        except SQLAlchemyError as err:
+            raise HistoryError(f"history {self.url}: cannot read ({_reason(err)})") from err
+        for row in rows:
+            statuses = row["statuses"]
+            yield {"id": row["id"], "inventory": row["inventory"],
+                   "generated_at": row["generated_at"], "status": row["status"],
+                   "statuses": json.loads(statuses) if isinstance(statuses, str) else statuses}
 
     def record(self, report: Mapping[str, Any]) -> None:
-        with self.engine.begin() as conn:
-            conn.execute(audits.insert().values(
-                id=report["id"], inventory=report["inventory"]["name"],
-                generated_at=parse_time(report["generated_at"]),
-                status=report["summary"]["status"], statuses=statuses_of(report["findings"])))
+        """Keep one audit (a report dict); recording the same report id twice is an error."""
+        values = {"id": report["id"], "inventory": report["inventory"]["name"],
+                  "generated_at": _instant(report["generated_at"]),
+                  "status": report["summary"]["status"],
+                  "statuses": statuses_of(report["findings"])}
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(audits.insert().values(**values))
+        except SQLAlchemyError as err:
+            raise HistoryError(f"history {self.url}: cannot record audit {report['id']} "
+                               f"({_reason(err)})") from err
+
+
+def _instant(value: str) -> datetime:
+    try:
+        at = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except (AttributeError, ValueError) as err:
+        raise HistoryError(f"generated_at {value!r} is not an RFC 3339 time") from err
+    if at.tzinfo is None or at.utcoffset() is None:
+        raise HistoryError(f"generated_at {value!r} has no timezone")
+    return at
+
+
+def _reason(err: BaseException) -> str:
+    text = str(getattr(err, "orig", None) or err).strip().splitlines()
+    return text[0] if text else type(err).__name__
 
 
 def statuses_of(findings: Sequence[Mapping[str, Any]]) -> dict[str, str]:
@@ -52,13 +153,28 @@ def statuses_of(findings: Sequence[Mapping[str, Any]]) -> dict[str, str]:
 
 
 def drift(previous: Mapping[str, Any] | None, findings: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """What is newly failing and newly fixed since the previous audit of the same inventory."""
+    """What is newly failing and newly fixed since the previous audit of the same inventory.
+
+    Newly failing: a finding that is now fail, error or manual and was not one of those before
+    (including one the previous audit did not cover). Newly fixed: a finding that passes now and
+    was fail, error or manual before. A waived finding is neither. ``newly_failing`` and
+    ``newly_fixed`` list ``{control, target}``; ``transitions`` adds the status before and now.
+    """
     if previous is None:
-        return {"previous": None, "newly_failing": [], "newly_fixed": []}
+        return {"previous": None, "newly_failing": [], "newly_fixed": [], "transitions": []}
     before, now = previous["statuses"], statuses_of(findings)
-    failing = sorted(k for k, s in now.items() if s in _FAILING and before.get(k) not in _FAILING)
-    fixed = sorted(k for k, s in now.items() if s == "pass" and before.get(k) in _FAILING)
+    failing, fixed, transitions = [], [], []
+    for key in sorted(now):
+        was, status = before.get(key), now[key]
+        control, target = key.split("|", 1)
+        if status in FAILING and was not in FAILING:
+            failing.append({"control": control, "target": target})
+        elif status in FIXED and was in FAILING:
+            fixed.append({"control": control, "target": target})
+        else:
+            continue
+        transitions.append({"control": control, "target": target, "before": was, "status": status})
     at = previous["generated_at"]
-    return {"previous": {"id": previous["id"], "generated_at": at.isoformat() if hasattr(at, "isoformat") else at},
-            "newly_failing": [dict(zip(("control", "target"), k.split("|", 1))) for k in failing],
-            "newly_fixed": [dict(zip(("control", "target"), k.split("|", 1))) for k in fixed]}
+    return {"previous": {"id": previous["id"],
+                         "generated_at": rfc3339(at) if isinstance(at, datetime) else str(at)},
+            "newly_failing": failing, "newly_fixed": fixed, "transitions": transitions}
