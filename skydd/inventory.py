@@ -108,6 +108,13 @@ class Flow(_Strict):
 
 
 class Hypervisor(_Strict):
+    """A vCenter (or a standalone ESXi host) reached over the vSphere API.
+
+    ``datacenters`` maps a datacenter's name to the site it stands in (default: ``site``);
+    ``vms`` maps a virtual machine's name to the system it runs, whose classification decides
+    which VM controls apply; ``ntp_servers`` are the authoritative time sources.
+    """
+
     id: str = Field(pattern=_ID)
     site: str
     url: str
@@ -115,6 +122,10 @@ class Hypervisor(_Strict):
     password: SecretRef
     ca_file: str | None = None
     unsafe_skip_tls_verify: bool = False
+    datacenters: dict[str, str] = {}
+    vms: dict[str, str] = {}
+    ntp_servers: list[str] = []
+    syslog_host: str | None = None
 
 
 class Database(_Strict):
@@ -203,9 +214,16 @@ class Inventory(_Strict):
                 raise _RefError(("firewalls", i, "municipality"), f"unknown municipality {f.municipality!r}")
             if f.site not in sites:
                 raise _RefError(("firewalls", i, "site"), f"unknown site {f.site!r}")
+        system_ids = {sy.id for sy in self.systems}
         for i, h in enumerate(self.hypervisors):
             if h.site not in sites:
                 raise _RefError(("hypervisors", i, "site"), f"unknown site {h.site!r}")
+            for dc, dc_site in h.datacenters.items():
+                if dc_site not in sites:
+                    raise _RefError(("hypervisors", i, "datacenters", dc), f"unknown site {dc_site!r}")
+            for vm, system in h.vms.items():
+                if system not in system_ids:
+                    raise _RefError(("hypervisors", i, "vms", vm), f"unknown system {system!r}")
         for i, k in enumerate(self.key_stores):
             if k.site not in sites:
                 raise _RefError(("key_stores", i, "site"), f"unknown site {k.site!r}")

@@ -1,0 +1,54 @@
+"""``skydd attest CONTROL --evidence FILE --expires DATE [--officer NAME]``: an officer's signed
+attestation for a manual control (physical protection, drills)."""
+
+from __future__ import annotations
+
+import getpass
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from audit import log
+from audit.attestations import AttestationError, AttestationStore, make_attestation, parse_expiry
+from audit.signing import load_signer
+from policies import load_catalog
+
+from ..errors import InputError
+from ..settings import Settings
+
+
+def attest(
+    control: Annotated[str, typer.Argument(help="The manual control attested, e.g. c.in-building.")],
+    evidence: Annotated[Path, typer.Option("--evidence", help="The evidence file (inspection record, drill minutes).")],
+    expires: Annotated[str, typer.Option("--expires", help="When the attestation lapses: 2027-03-01 or an RFC 3339 time.")],
+    officer: Annotated[Optional[str], typer.Option("--officer", help="Who attests (default: the login name).")] = None,
+) -> None:
+    """Record a signed, expiring attestation for a manual control, and log it."""
+    settings = Settings.from_env()
+    at = datetime.now(UTC)
+    known = load_catalog().by_id()
+    if control not in known:
+        raise InputError(f"{control!r}: no such control (see 'skydd catalog list')")
+    if not known[control].manual:
+        raise InputError(f"{control} is checked automatically; only manual controls are attested")
+    name = officer or os.environ.get("SKYDD_OFFICER") or getpass.getuser()
+    try:
+        when = parse_expiry(expires, at)
+        settings.ensure()
+        signer = load_signer(settings.home)
+        record = make_attestation(control, name, evidence, when, at, signer)
+        path = AttestationStore(settings.home).add(record, evidence)
+    except AttestationError as err:
+        raise InputError(str(err)) from err
+    log.append(settings.audit_log, signer, "attest", name,
+               {"control": control, "evidence_digest": record.evidence_digest,
+                "expires_at": record.expires_at, "record": str(path)})
+    typer.echo(f"{control}: attested by {name} until {record.expires_at} ({record.evidence_digest}); "
+               f"kept in {path}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("attest")(attest)
