@@ -1,0 +1,208 @@
+"""The Skydd inventory as an Ansible inventory.
+
+Every object Skydd can harden becomes one Ansible host, named by its id, in a group per object
+type (``firewalls``, ``hypervisors``, ``systems``, ``identity_providers``, ``training_stores``,
+``key_stores``) and in ``site_<id>`` and ``municipality_<id>`` groups; the controller itself is
+host ``localhost`` in group ``controller`` (a group named like a host makes Ansible warn and
+makes the pattern ambiguous). Each host carries its inventory fields as host variables
+prefixed ``skydd_``; secrets stay references (``env:NAME`` / ``file:PATH``) that roles resolve
+with ``lookup(...)`` under ``no_log``.
+
+Objects with a ``namespace`` field live in a lab network namespace: they run with the local
+connection and an interpreter wrapper that enters the namespace (``ip netns exec``). Everything
+else runs with the local connection and the Python that runs Skydd.
+
+``build`` is pure (a dict); ``write`` puts the inventory and the wrappers in a run folder.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+from .errors import InputError
+from .inventory import Inventory
+
+# Inventory list field -> (Ansible group, object type as in ``skydd_type``).
+OBJECT_GROUPS: dict[str, tuple[str, str]] = {
+    "firewalls": ("firewalls", "firewall"),
+    "hypervisors": ("hypervisors", "hypervisor"),
+    "systems": ("systems", "system"),
+    "key_stores": ("key_stores", "key_store"),
+}
+LOCALHOST = "localhost"
+CONTROLLER = "controller"
+NAMESPACE_PYTHON = "/usr/bin/python3"
+_NAMESPACE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+@dataclass(frozen=True)
+class AnsibleInventory:
+    """An Ansible YAML/JSON inventory (``data``) and the namespaces whose wrappers it needs."""
+
+    data: dict[str, Any]
+    namespaces: frozenset[str] = field(default_factory=frozenset)
+
+    def hosts(self) -> dict[str, dict[str, Any]]:
+        """Every host with its variables."""
+        out: dict[str, dict[str, Any]] = {}
+
+        def walk(group: dict[str, Any]) -> None:
+            for name, hv in (group.get("hosts") or {}).items():
+                out.setdefault(name, {}).update(hv or {})
+            for child in (group.get("children") or {}).values():
+                walk(child or {})
+
+        walk(self.data["all"])
+        return out
+
+    def group(self, name: str) -> set[str]:
+        """The hosts of one group, its children's included."""
+        def find(group: dict[str, Any], wanted: str, inside: bool) -> set[str]:
+            hosts: set[str] = set()
+            if inside:
+                hosts |= set((group.get("hosts") or {}))
+            for child_name, child in (group.get("children") or {}).items():
+                hosts |= find(child or {}, wanted, inside or child_name == wanted)
+            return hosts
+        return find(self.data["all"], name, name == "all")
+
+
+def site_group(site_id: str) -> str:
+    return f"site_{_group_safe(site_id)}"
+
+
+def municipality_group(municipality_id: str) -> str:
+    return f"municipality_{_group_safe(municipality_id)}"
+
+
+def _group_safe(ident: str) -> str:
+    # Ansible group names are identifiers: inventory ids use '-', groups use '_'.
+    return ident.replace("-", "_")
+
+
+def wrapper_name(namespace: str) -> str:
+    return f"python-netns-{namespace}"
+
+
+def build(inventory: Inventory, *, run_dir: Path, python: str | None = None,
+          home: Path | None = None) -> AnsibleInventory:
+    """The Ansible inventory of ``inventory``; namespace wrappers are named under ``run_dir/bin``."""
+    python = python or sys.executable
+    bin_dir = run_dir.resolve() / "bin"
+    municipality_of_site = {s.id: s.municipality for s in inventory.sites}
+    hosts: dict[str, dict[str, Any]] = {}
+    owner: dict[str, str] = {}
+    groups: dict[str, set[str]] = {g: set() for g, _ in OBJECT_GROUPS.values()}
+    groups.update({"identity_providers": set(), "training_stores": set()})
+    site_members: dict[str, set[str]] = {s.id: set() for s in inventory.sites}
+    muni_members: dict[str, set[str]] = {m.id: set() for m in inventory.municipalities}
+    namespaces: set[str] = set()
+
+    def add(name: str, where: str, group: str, kind: str, obj: Any,
+            sites: Iterable[str], municipality: str | None) -> None:
+        if name == LOCALHOST or name in hosts:
+            first = owner.get(name, "the controller")
+            raise InputError(f"inventory: {where}: id {name!r} is also used by {first}; "
+                             "Ansible host names must be unique")
+        owner[name] = where
+        hv: dict[str, Any] = {"skydd_type": kind}
+        for key, value in obj.model_dump(mode="json").items():
+            hv[f"skydd_{key}"] = value
+        namespace = getattr(obj, "namespace", None)
+        if namespace:
+            if not _NAMESPACE.match(namespace):
+                raise InputError(f"inventory: {where}: namespace {namespace!r} is not a valid "
+                                 "network namespace name")
+            namespaces.add(namespace)
+            hv["ansible_python_interpreter"] = str(bin_dir / wrapper_name(namespace))
+        else:
+            hv["ansible_python_interpreter"] = python
+        hv["ansible_connection"] = "local"
+        hosts[name] = hv
+        groups[group].add(name)
+        for s in sites:
+            site_members.setdefault(s, set()).add(name)
+        if municipality:
+            muni_members.setdefault(municipality, set()).add(name)
+
+    for fld, (group, kind) in OBJECT_GROUPS.items():
+        for i, obj in enumerate(getattr(inventory, fld)):
+            if fld == "systems":
+                sites = [obj.primary_site, obj.mirror_site]
+                muni = obj.municipality
+            else:
+                sites = [obj.site]
+                muni = getattr(obj, "municipality", None) or municipality_of_site.get(obj.site)
+            add(obj.id, f"{fld}[{i}]", group, kind, obj, dict.fromkeys(sites), muni)
+    if inventory.identity_provider is not None:
+        idp = inventory.identity_provider
+        add(idp.id, "identity_provider", "identity_providers", "identity_provider", idp, (), None)
+    # The training store has no id; it is one host by its role.
+    add("training-store", "training_store", "training_stores", "training_store",
+        inventory.training_store, (), None)
+
+    top_vars: dict[str, Any] = {
+        "skydd_inventory_name": inventory.name,
+        "skydd_municipalities": [m.model_dump(mode="json") for m in inventory.municipalities],
+        "skydd_sites": [s.model_dump(mode="json") for s in inventory.sites],
+        "skydd_flows": [f.model_dump(mode="json") for f in inventory.flows],
+    }
+    if home is not None:
+        top_vars["skydd_home"] = str(home)
+    children: dict[str, Any] = {
+        CONTROLLER: {"hosts": {LOCALHOST: {"ansible_connection": "local",
+                                          "ansible_python_interpreter": python}}},
+    }
+    for g, members in groups.items():
+        children[g] = {"hosts": {h: hosts[h] for h in sorted(members)}}
+    for s, members in sorted(site_members.items()):
+        children[site_group(s)] = {"hosts": {h: {} for h in sorted(members)}}
+    for m, members in sorted(muni_members.items()):
+        children[municipality_group(m)] = {"hosts": {h: {} for h in sorted(members)}}
+    return AnsibleInventory({"all": {"vars": top_vars, "children": children}},
+                            frozenset(namespaces))
+
+
+def limit_for(site: str | None) -> str | None:
+    """The ``--limit`` pattern for ``--site`` (None: every host)."""
+    return site_group(site) if site else None
+
+
+def wrapper_script(namespace: str, python: str = NAMESPACE_PYTHON) -> str:
+    """A shell script that runs the system Python inside a network namespace."""
+    if not _NAMESPACE.match(namespace):
+        raise InputError(f"namespace {namespace!r} is not a valid network namespace name")
+    return (f"#!/bin/sh\n# Generated by skydd apply: modules for hosts in namespace {namespace}.\n"
+            f"exec ip netns exec {shlex.quote(namespace)} {shlex.quote(python)} \"$@\"\n")
+
+
+def write(ansible_inventory: AnsibleInventory, run_dir: Path) -> Path:
+    """Write ``inventory/hosts.json`` and the namespace wrappers; returns the inventory path."""
+    inv_dir = run_dir / "inventory"
+    bin_dir = run_dir / "bin"
+    inv_dir.mkdir(mode=0o700, exist_ok=True)
+    bin_dir.mkdir(mode=0o700, exist_ok=True)
+    for ns in sorted(ansible_inventory.namespaces):
+        _write_private(bin_dir / wrapper_name(ns), wrapper_script(ns), 0o700)
+    path = inv_dir / "hosts.json"
+    _write_private(path, json.dumps(ansible_inventory.data, indent=2, sort_keys=True) + "\n", 0o600)
+    return path.resolve()
+
+
+def _write_private(path: Path, text: str, mode: int) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        os.write(fd, text.encode("utf-8"))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.chmod(tmp, mode)
+    tmp.replace(path)

@@ -1,0 +1,163 @@
+"""``skydd apply`` end to end with real ansible-runner and the real ``key_store`` role: a key
+store with 0644 files fails the audit, check mode shows the change and changes nothing, the apply
+fixes it, the audit passes, and a second apply changes nothing. Also: a host in a network
+namespace runs its modules inside that namespace through the generated interpreter wrapper."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from skydd import ansible_inventory
+from skydd.inventory import load_inventory
+from tests.conftest import require_root
+
+SKYDD = str(Path(sys.executable).parent / "skydd")
+CONTROL = "d.key-files-private"
+
+
+def skydd(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "SKYDD_HOME": str(home), "SKYDD_ACTOR": "lab-test", "NO_COLOR": "1",
+           "COLUMNS": "200"}
+    return subprocess.run([SKYDD, *args], capture_output=True, text=True, env=env, timeout=600)
+
+
+def modes(root: Path) -> dict[str, str]:
+    out = {".": oct(stat.S_IMODE(root.stat().st_mode))}
+    for p in sorted(root.rglob("*")):
+        out[str(p.relative_to(root))] = oct(stat.S_IMODE(p.lstat().st_mode))
+    return out
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Path:
+    require_root()
+    d = tmp_path / "pki"
+    (d / "tls").mkdir(parents=True)
+    for f in (d / "ca.key", d / "tls" / "server.key", d / "tls" / ".hidden.key"):
+        f.write_text("-----BEGIN PRIVATE KEY-----\n")
+        f.chmod(0o644)
+    (d / "ca.pem").write_text("-----BEGIN CERTIFICATE-----\n")
+    (d / "ca.pem").chmod(0o400)  # stricter than 0600: kept
+    d.chmod(0o755)
+    (d / "tls").chmod(0o755)
+    return d
+
+
+def test_audit_fails_check_shows_apply_fixes_audit_passes_reapply_changes_nothing(
+        tmp_path: Path, store: Path) -> None:
+    home = tmp_path / "home"
+    inv = tmp_path / "inventory.yaml"
+    inv.write_text(f"""
+name: apply-lab-test
+municipalities: [{{id: torsby, name: Torsby}}]
+sites: [{{id: torsby, name: Torsby, municipality: torsby}}]
+key_stores: [{{id: pki, site: torsby, path: "{store}", owner_uid: 0}}]
+""")
+    sel = ("--inventory", str(inv), "--control", CONTROL)
+
+    r = skydd(home, "audit", *sel)
+    assert r.returncode == 1, r.stdout + r.stderr
+
+    before = modes(store)
+    r = skydd(home, "apply", *sel, "--check", "--diff")
+    assert r.returncode == 0, r.stdout + r.stderr
+    shown = r.stdout + r.stderr
+    assert f"{store / 'ca.key'}: mode 0644 -> 0600" in shown
+    assert f"{store / 'tls'}: mode 0755 -> 0700" in shown
+    assert "pki: ok=" in r.stdout and "changed=2" in r.stdout
+    assert "re-audit" not in r.stdout  # check mode changes nothing, so nothing to re-audit
+    assert modes(store) == before
+
+    r = skydd(home, "apply", *sel)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "changed=2" in r.stdout and "re-audit: compliant" in r.stdout
+    assert modes(store) == {".": "0o700", "ca.key": "0o600", "ca.pem": "0o400", "tls": "0o700",
+                            "tls/.hidden.key": "0o600", "tls/server.key": "0o600"}
+
+    r = skydd(home, "audit", *sel)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+    r = skydd(home, "apply", *sel)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "pki: ok=" in r.stdout and "changed=0" in r.stdout and "failed=0" in r.stdout
+
+    runs = sorted((home / "runs").iterdir())
+    assert len(runs) == 3 and all(stat.S_IMODE(p.stat().st_mode) == 0o700 for p in runs)
+    hosts = json.loads((runs[0] / "inventory" / "hosts.json").read_text())
+    assert hosts["all"]["children"]["key_stores"]["hosts"]["pki"]["skydd_path"] == str(store)
+
+    applies = [e for e in map(json.loads, (home / "audit.log").read_text().splitlines())
+               if e["event"] == "apply"]
+    assert [(e["data"]["check"], e["data"]["hosts"]["pki"]["changed"]) for e in applies] == \
+        [(True, 2), (False, 2), (False, 0)]
+    assert all(e["data"]["status"] == "ok" and e["data"]["runs"] == [
+        {"playbook": "level_d.yml", "tags": [CONTROL]}] for e in applies)
+    assert skydd(home, "log", "verify").returncode == 0
+
+
+def test_a_failing_task_names_the_host_and_exits_1(tmp_path: Path) -> None:
+    require_root()
+    home = tmp_path / "home"
+    inv = tmp_path / "inventory.yaml"
+    missing = tmp_path / "no-such-store"
+    inv.write_text(f"""
+name: apply-lab-test
+municipalities: [{{id: torsby, name: Torsby}}]
+sites: [{{id: torsby, name: Torsby, municipality: torsby}}]
+key_stores: [{{id: gone, site: torsby, path: "{missing}"}}]
+""")
+    r = skydd(home, "apply", "--inventory", str(inv), "--control", CONTROL)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "failed: gone: failed at 'd.key-files-private | preflight" in r.stdout
+    assert f"key store {missing} does not exist" in r.stdout
+    # the re-audit of what it touched cannot observe the store either
+    assert "re-audit: incomplete" in r.stdout
+    assert not missing.exists()
+
+
+@pytest.fixture
+def netns() -> Iterator[str]:
+    require_root()
+    name = f"skydd-t-{uuid.uuid4().hex[:8]}"
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    try:
+        yield name
+    finally:
+        subprocess.run(["ip", "netns", "del", name], check=False)
+
+
+def test_a_namespace_host_runs_its_modules_inside_the_namespace(tmp_path: Path, netns: str) -> None:
+    inv_file = tmp_path / "inventory.yaml"
+    inv_file.write_text(f"""
+name: netns-test
+municipalities: [{{id: sunne, name: Sunne}}]
+sites: [{{id: sunne, name: Sunne, municipality: sunne}}]
+firewalls:
+  - {{id: inside, municipality: sunne, site: sunne, position: 1, namespace: {netns}}}
+  - {{id: outside, municipality: sunne, site: sunne, position: 2}}
+""")
+    inv, _ = load_inventory(inv_file, home=tmp_path)
+    run = tmp_path / "run"
+    run.mkdir()
+    path = ansible_inventory.write(ansible_inventory.build(inv, run_dir=run), run)
+    env = {**os.environ, "ANSIBLE_CONFIG": str(tmp_path / "none.cfg"), "ANSIBLE_NOCOLOR": "1",
+           "ANSIBLE_LOCAL_TEMP": str(tmp_path / "tmp")}
+    links = {}
+    for host in ("inside", "outside"):
+        r = subprocess.run([str(Path(sys.executable).parent / "ansible"), host, "-i", str(path),
+                            "-m", "ansible.builtin.command", "-a", "ip -o link show", "-o"],
+                           capture_output=True, text=True, env=env, timeout=300)
+        assert r.returncode == 0, r.stdout + r.stderr
+        links[host] = r.stdout
+    # a fresh namespace holds only its loopback; the root namespace has more than that
+    assert "lo:" in links["inside"] and links["inside"].count("link/") == 1, links["inside"]
+    assert links["outside"].count("link/") > 1, links["outside"]
