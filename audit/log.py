@@ -286,12 +286,13 @@ class AuditLog:
 
 _encode = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False,
                            default=lambda v: json.loads(canonical_json(v))).encode
+_string = json.encoder.encode_basestring  # what the encoder above does for a str (C-accelerated)
 
 
 def _entry_line(entry: Mapping[str, Any]) -> bytes:
     """``canonical_json(entry)`` for the six entry keys, without re-sorting the top level."""
-    return (f'{{"actor":{_encode(entry["actor"])},"at":{_encode(entry["at"])},'
-            f'"data":{_encode(entry["data"])},"event":{_encode(entry["event"])},'
+    return (f'{{"actor":{_string(entry["actor"])},"at":{_string(entry["at"])},'
+            f'"data":{_encode(entry["data"])},"event":{_string(entry["event"])},'
             f'"prev":"{entry["prev"]}","seq":{entry["seq"]}}}').encode("utf-8")
 
 
@@ -302,7 +303,7 @@ def _item(event: str, actor: str, data: Mapping[str, Any], at: datetime | None
                          f"{', '.join(sorted(RESERVED_EVENTS))}")
     if not isinstance(actor, str) or not actor:
         raise ValueError("actor must be a non-empty string")
-    if not isinstance(data, Mapping):
+    if type(data) is not dict and not isinstance(data, Mapping):
         raise ValueError("data must be a mapping")
     return event, actor, data, at
 
@@ -499,8 +500,10 @@ class _Verifier:
         self.recoveries: list[int] = []
 
     def run(self, lines: _Peek) -> LogProblem | None:
-        loads, sha256, keys = json.loads, hashlib.sha256, ENTRY_KEYS
+        sha256 = hashlib.sha256
         lineno = 0
+        unparsed: tuple[bytes, str] | None = None  # the last line, when read by the fast path
+        before = b""
         for line, complete in lines:
             lineno += 1
             want = self.seq + 1
@@ -509,29 +512,42 @@ class _Verifier:
                                   f"line {lineno}: torn last line ({len(line)} bytes without a "
                                   f"newline): an append was interrupted; the chain is intact "
                                   f"through seq {self.seq}")
-            try:
-                entry = loads(line)
-            except ValueError:
-                return LogProblem(Problem.CHANGED, lineno, want,
-                                  f"line {lineno} (seq {want}): not valid JSON: the entry was changed")
-            if type(entry) is not dict or entry.keys() != keys or type(entry["seq"]) is not int:
-                return LogProblem(Problem.CHANGED, lineno, want,
-                                  f"line {lineno} (seq {want}): not a log entry: it was changed")
-            seq = entry["seq"]
+            fields = _fast_fields(line)
+            entry: dict[str, Any] | None = None
+            if fields is None:
+                parsed = _parse_entry(line, lineno, want)
+                if isinstance(parsed, LogProblem):
+                    return parsed
+                entry = parsed
+                seq, prev = entry["seq"], entry["prev"]
+                unparsed = None
+            else:
+                seq, prev = fields
+                unparsed = (line, prev)
             if seq != want:
                 return self._out_of_order(lineno, seq, want, lines.peek())
             digest = "sha256:" + sha256(line).hexdigest()
-            if entry["prev"] != self.prev:
-                return self._broken_link(lineno, seq, digest, lines.peek())
-            event = entry["event"]
-            if event == CHECKPOINT:
-                bad = self._checkpoint(entry)
-                if bad:
-                    return LogProblem(Problem.SIGNATURE, lineno, seq,
-                                      f"line {lineno}: checkpoint seq {seq} {bad}")
-            elif event == RECOVERED:
-                self.recoveries.append(seq)
-            self.seq, self.prev = seq, digest
+            if prev != self.prev:
+                return self._broken_link(lineno, seq, digest, lines.peek(), before)
+            if entry is not None:
+                event = entry["event"]
+                if event == CHECKPOINT:
+                    bad = self._checkpoint(entry)
+                    if bad:
+                        return LogProblem(Problem.SIGNATURE, lineno, seq,
+                                          f"line {lineno}: checkpoint seq {seq} {bad}")
+                elif event == RECOVERED:
+                    self.recoveries.append(seq)
+            self.seq, self.prev, before = seq, digest, line
+        if unparsed is not None:
+            # No later line vouches for the last one through its hash: read it in full.
+            line, prev = unparsed
+            parsed = _parse_entry(line, lineno, self.seq)
+            if isinstance(parsed, LogProblem):
+                return parsed
+            if parsed["seq"] != self.seq or parsed["prev"] != prev:
+                return LogProblem(Problem.CHANGED, lineno, self.seq,
+                                  f"line {lineno} (seq {self.seq}): not a log entry: it was changed")
         return None
 
     def _out_of_order(self, lineno: int, seq: int, want: int, nxt: dict[str, Any] | None
@@ -547,8 +563,8 @@ class _Verifier:
                           f"line {lineno}: seq {seq} follows seq {want - 1}: entries were "
                           "reordered or duplicated")
 
-    def _broken_link(self, lineno: int, seq: int, digest: str, nxt: dict[str, Any] | None
-                     ) -> LogProblem:
+    def _broken_link(self, lineno: int, seq: int, digest: str, nxt: dict[str, Any] | None,
+                     before: bytes) -> LogProblem:
         if seq == 0:
             return LogProblem(Problem.CHANGED, lineno, 0,
                               f"line {lineno} (seq 0): prev is not the genesis hash: the entry was changed")
@@ -557,6 +573,9 @@ class _Verifier:
             return LogProblem(Problem.CHANGED, lineno, seq,
                               f"line {lineno} (seq {seq}) was changed: it no longer links to "
                               f"seq {seq - 1} nor to seq {seq + 1}")
+        parsed = _parse_entry(before, lineno - 1, seq - 1)
+        if isinstance(parsed, LogProblem):  # the fast path let it by; say what is wrong with it
+            return parsed
         return LogProblem(Problem.CHANGED, lineno - 1, seq - 1,
                           f"line {lineno - 1} (seq {seq - 1}) was changed: its hash no longer "
                           f"matches the prev recorded by seq {seq}")
@@ -582,6 +601,41 @@ class _Verifier:
         self.checkpoints += 1
         self.last_checkpoint = entry["seq"]
         return None
+
+
+_FAST_SKIP = (b'"event":"checkpoint"', b'"event":"log.recovered"')
+
+
+def _fast_fields(line: bytes) -> tuple[int, str] | None:
+    """``(seq, prev)`` read from the fixed tail of a canonical entry without parsing the JSON,
+    or None when the line is not plainly canonical or may be a checkpoint or a recovery.
+
+    Safe because the next line's ``prev`` covers every byte of this one, and the last line is
+    parsed in full; anything unusual takes the full parse.
+    """
+    if not line.startswith(b'{"actor":') or _FAST_SKIP[0] in line or _FAST_SKIP[1] in line:
+        return None
+    i = line.rfind(b',"prev":"')
+    if i < 0:
+        return None
+    tail = line[i + 80:]
+    digits = tail[8:-1]
+    if tail[:8] != b'","seq":' or tail[-1:] != b"}" or not digits.isdigit() or (
+            len(digits) > 1 and digits[:1] == b"0"):
+        return None
+    return int(digits), line[i + 9:i + 80].decode("latin-1")
+
+
+def _parse_entry(line: bytes, lineno: int, want: int) -> dict[str, Any] | LogProblem:
+    try:
+        entry = json.loads(line)
+    except ValueError:
+        return LogProblem(Problem.CHANGED, lineno, want,
+                          f"line {lineno} (seq {want}): not valid JSON: the entry was changed")
+    if type(entry) is not dict or entry.keys() != ENTRY_KEYS or type(entry["seq"]) is not int:
+        return LogProblem(Problem.CHANGED, lineno, want,
+                          f"line {lineno} (seq {want}): not a log entry: it was changed")
+    return entry
 
 
 def require_intact(path: Path, public_key: Ed25519PublicKey) -> LogReport:
