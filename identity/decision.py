@@ -198,18 +198,22 @@ class AccessDecision:
                    training_source(inventory, home, settings), AuditDenyLog(home))
 
     def decide(self, token: str, at: datetime) -> Decision:
+        """Verify and evaluate ``token`` at ``at``, and log the decision if it is a deny."""
+        decision = self.judge(token, at)
+        self.record(decision)
+        return decision
+
+    def judge(self, token: str, at: datetime) -> Decision:
+        """The decision without logging it (callers must ``record`` it: see ``decide``)."""
         try:
             verified = self.verifier.verify(token, at)
         except (TokenError, KeysUnavailable) as err:
-            decision = refused(err, token, at)
-        else:
-            decision = evaluate(verified, self.policy, self.training, at)
-        if not decision.allow:
-            self._log(decision)
-        return decision
+            return refused(err, token, at)
+        return evaluate(verified, self.policy, self.training, at)
 
-    def _log(self, decision: Decision) -> None:
-        if self.deny_log is None:
+    def record(self, decision: Decision) -> None:
+        """Append a deny to the audit log (allows are not logged)."""
+        if decision.allow or self.deny_log is None:
             return
         try:
             self.deny_log(decision)

@@ -3,7 +3,8 @@
 Stateless: every request carries its token; the only memory is the JWKS cache and the verifier's
 set of already-verified tokens, both safe to lose. Decisions run on the event loop (they are CPU
 only, well under a millisecond) unless the verifier would have to fetch the JWKS, which then runs
-in the thread pool so a slow identity provider cannot stall other requests.
+in the thread pool so a slow identity provider cannot stall other requests; writing a deny to the
+audit log (a disk sync) runs in the thread pool too.
 """
 
 from __future__ import annotations
@@ -68,8 +69,12 @@ def router(decider: AccessDecision, clock: Clock) -> APIRouter:
     async def decide(token: str) -> Decision:
         at = clock()
         if decider.verifier.would_fetch(token, at):
-            return await run_in_threadpool(decider.decide, token, at)
-        return decider.decide(token, at)
+            decision = await run_in_threadpool(decider.judge, token, at)
+        else:
+            decision = decider.judge(token, at)
+        if not decision.allow:  # the audit log syncs to disk: off the event loop
+            await run_in_threadpool(decider.record, decision)
+        return decision
 
     @api.post("/v1/decision")
     async def post_decision(request: Request) -> Response:

@@ -108,3 +108,11 @@ def test_keys_unavailable_is_503(tmp_path: Path) -> None:
         assert r.status_code == 503 and r.json()["reasons"][0]["cause"] == "keys_unavailable"
     finally:
         own.stop()
+
+
+def test_denies_through_the_web_reach_the_audit_log(idp: FakeIdp, client: TestClient, tmp_path: Path) -> None:
+    weak = idp.token(AT, amr=["pwd"])
+    assert client.get("/v1/authz", headers={"Authorization": f"Bearer {weak}"}).status_code == 403
+    assert client.get("/v1/authz", headers={"Authorization": f"Bearer {idp.token(AT)}"}).status_code == 200
+    log = (tmp_path / "home" / "audit.log").read_text()
+    assert log.count('"access.deny"') == 1 and weak not in log
