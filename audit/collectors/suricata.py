@@ -1,0 +1,200 @@
+"""The inline IPS of each IPS firewall: Suricata's running process and its queue binding, its
+configuration (NFQ mode, fail-open, eve.json), the loaded ruleset as suricata-update wrote it
+(rule counts, drop rules by class, age) and the latest eve.json statistics, and the queue rules
+that put it in the path (native nft ``queue`` or iptables-nft ``NFQUEUE``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Iterable
+
+from ruamel.yaml import YAML
+from ruamel.yaml.error import YAMLError
+
+from .interface import Collector, CollectorError, Observation
+from .nftables import iptables_save, plans, ruleset, run
+
+_EVE_TAIL = 256 * 1024
+
+
+def ips_dir(plan: dict[str, Any]) -> Path:
+    return Path(plan.get("state_dir") or "/var/lib/skydd") / "ips"
+
+
+def suricata_pids(namespace: str | None) -> list[int]:
+    """Suricata processes in the namespace (all of them: an unmanaged one counts too)."""
+    if namespace:
+        out = run(None, "ip", "netns", "pids", namespace, check=False).stdout.split()
+        candidates = [int(p) for p in out if p.isdigit()]
+    else:
+        candidates = [int(p) for p in os.listdir("/proc") if p.isdigit()]
+    found = []
+    for pid in candidates:
+        try:
+            exe = Path(f"/proc/{pid}/comm").read_text().strip()
+        except OSError:
+            continue
+        if exe.startswith("Suricata") or exe == "suricata":
+            found.append(pid)
+    return sorted(found)
+
+
+def cmdline(pid: int) -> list[str]:
+    try:
+        return [a for a in Path(f"/proc/{pid}/cmdline").read_text().split("\0") if a]
+    except OSError:
+        return []
+
+
+def bound_queues(namespace: str | None) -> list[dict[str, int]]:
+    """``/proc/net/netfilter/nfnetlink_queue`` of the namespace: queue number and port id."""
+    proc = run(namespace, "cat", "/proc/net/netfilter/nfnetlink_queue", check=False)
+    out = []
+    for line in proc.stdout.splitlines():
+        cols = line.split()
+        if len(cols) >= 2 and cols[0].isdigit():
+            out.append({"queue": int(cols[0]), "portid": int(cols[1])})
+    return out
+
+
+def queue_rules(nft: list[dict[str, Any]], iptables: str) -> list[dict[str, Any]]:
+    """Every rule that hands packets to a queue, with its hook, number and bypass flag."""
+    hooks = {(c["family"], c["table"], c["name"]): c.get("hook")
+             for c in (i["chain"] for i in nft if "chain" in i)}
+    out = []
+    for item in nft:
+        rule = item.get("rule")
+        if not rule:
+            continue
+        for stmt in rule.get("expr", []):
+            q = stmt.get("queue", False) if isinstance(stmt, dict) else False
+            if q is not False:
+                q = q or {}
+                flags = q.get("flags", [])
+                flags = [flags] if isinstance(flags, str) else flags
+                out.append({"backend": "nft", "family": rule["family"], "table": rule["table"],
+                            "chain": rule["chain"],
+                            "hook": hooks.get((rule["family"], rule["table"], rule["chain"])),
+                            "num": q.get("num", 0), "bypass": "bypass" in flags})
+    for line in iptables.splitlines():
+        m = re.match(r"^-A (\S+) .*-j NFQUEUE(.*)$", line)
+        if m:
+            num = re.search(r"--queue-num (\d+)", m.group(2))
+            out.append({"backend": "iptables", "family": "ip", "table": "filter",
+                        "chain": m.group(1), "hook": m.group(1).lower(),
+                        "num": int(num.group(1)) if num else 0,
+                        "bypass": "--queue-bypass" in m.group(2)})
+    return out
+
+
+def read_config(path: Path) -> dict[str, Any]:
+    text = path.read_text(encoding="utf-8")
+    text = "\n".join(line for line in text.splitlines() if not line.startswith("%YAML"))
+    try:
+        doc = YAML(typ="safe").load(text) or {}
+    except YAMLError as err:
+        raise CollectorError(f"{path}: not valid YAML: {err}") from err
+    nfq = doc.get("nfq") or {}
+    eve = next((o["eve-log"] for o in doc.get("outputs") or [] if isinstance(o, dict)
+                and "eve-log" in o), {})
+    log_dir = Path(doc.get("default-log-dir") or path.parent)
+    rules = [str(Path(doc.get("default-rule-path") or path.parent) / r)
+             for r in doc.get("rule-files") or []]
+    return {"path": str(path), "nfq_mode": nfq.get("mode", "accept"),
+            "fail_open": _yes(nfq.get("fail-open", False)),
+            "eve_enabled": _yes(eve.get("enabled", False)),
+            "eve_path": str(log_dir / eve.get("filename", "eve.json")),
+            "rule_files": rules}
+
+
+def _yes(value: Any) -> bool:
+    """Suricata's YAML 1.1 booleans (yes/no/on/off) also when read as YAML 1.2 strings."""
+    return value is True or str(value).strip().lower() in ("yes", "true", "on", "1")
+
+
+def read_rules(files: list[str]) -> dict[str, Any]:
+    from suricata.update import rule as su_rule
+
+    total = enabled = 0
+    drops: list[dict[str, Any]] = []
+    newest = None
+    for f in files:
+        p = Path(f)
+        if not p.exists():
+            continue
+        newest = max(newest or 0, p.stat().st_mtime)
+        for r in su_rule.parse_file(str(p)):
+            total += 1
+            if r.enabled:
+                enabled += 1
+                if r.action == "drop":
+                    drops.append({"sid": r.sid, "classtype": r.get("classtype"), "msg": r.msg})
+    return {"files": files, "total": total, "enabled": enabled, "drop": drops,
+            "updated_at": (datetime.fromtimestamp(newest, UTC).isoformat().replace("+00:00", "Z")
+                           if newest else None)}
+
+
+def read_eve(path: Path) -> dict[str, Any]:
+    if not path.exists():
+        return {"path": str(path), "exists": False, "stats": None, "blocked": 0}
+    with path.open("rb") as f:
+        f.seek(max(0, path.stat().st_size - _EVE_TAIL))
+        lines = f.read().decode("utf-8", "replace").splitlines()
+    stats, blocked = None, 0
+    for line in lines:
+        try:
+            ev = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # the first line of a tail may be partial
+        if ev.get("event_type") == "stats":
+            ips = ev.get("stats", {}).get("ips", {})
+            stats = {"at": ev.get("timestamp"), "accepted": ips.get("accepted"),
+                     "blocked": ips.get("blocked")}
+        elif ev.get("event_type") in ("alert", "drop") and \
+                (ev.get("alert") or {}).get("action") == "blocked":
+            blocked += 1
+    return {"path": str(path), "exists": True, "stats": stats, "blocked": blocked}
+
+
+class SuricataCollector(Collector):
+    kinds = ("suricata.ips",)
+    timeout = 30.0
+
+    def __init__(self, source_id: str, plan: dict[str, Any], **kw: str | None) -> None:
+        super().__init__(source_id, **kw)
+        self.plan = plan
+
+    def collect(self) -> Iterable[Observation]:
+        ns = self.plan.get("namespace")
+        nft = ruleset(ns)  # also proves the namespace is there
+        folder = ips_dir(self.plan)
+        conf_path = folder / "suricata.yaml"
+        config = read_config(conf_path) if conf_path.exists() else None
+        pids = suricata_pids(ns)
+        procs = [{"pid": p, "cmdline": cmdline(p)} for p in pids]
+        data = {
+            "firewall": self.source_id,
+            "declared_fail_mode": self.plan["fail_mode"],
+            "protects_classified": self.plan["protects_classified"],
+            "installed": shutil.which("suricata") is not None,
+            "configured": config is not None,
+            "config": config,
+            "processes": procs,
+            "running": bool(procs),
+            "bound_queues": bound_queues(ns),
+            "queue_rules": queue_rules(nft, iptables_save(ns)),
+            "rules": read_rules(config["rule_files"]) if config else None,
+            "eve": read_eve(Path(config["eve_path"])) if config else None,
+        }
+        yield Observation(self.kinds[0], self.source_id, data)
+
+
+def from_inventory(inventory: Any, home: Path) -> list[Collector]:
+    return [SuricataCollector(p["id"], p, site=p["site"], municipality=p["municipality"])
+            for p in plans(inventory) if p["ips"]]
