@@ -121,3 +121,35 @@ def test_threads_are_group_committed_and_every_append_is_durable(home: Path,
     assert syncs < 800  # fewer flushes than appends: batches formed
     report = require_intact(home / "audit.log", signer.public_key)
     assert report.entries == 800 + report.checkpoints
+
+
+FULL_DISK = """
+import resource, signal, sys
+from pathlib import Path
+from audit.log import AuditLog, LogWriteError
+from audit.signing import load_signer
+
+home = Path(sys.argv[1])
+path = home / "audit.log"
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+audit_log = AuditLog(path, load_signer(home))
+audit_log.append("test.write", "w", {"i": 0})
+size = path.stat().st_size
+resource.setrlimit(resource.RLIMIT_FSIZE, (size + 4096, size + 4096))
+try:
+    audit_log.append_many([("test.write", "w", {"i": i, "pad": "x" * 500}) for i in range(1, 40)])
+except LogWriteError as err:
+    print("refused:", err)
+assert path.stat().st_size == size, (path.stat().st_size, size)
+"""
+
+
+def test_a_write_that_fails_half_way_leaves_nothing_half_written(home: Path) -> None:
+    """The file-size limit stops the batch after 4 kB: the log is cut back to where it began."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    r = subprocess.run([sys.executable, "-c", FULL_DISK, str(home)], env=env, capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "refused: cannot append to the audit log" in r.stdout
+    report = verify_log(home / "audit.log", load_signer(home).public_key)
+    assert report.intact and report.head_seq == 0  # only the entry before the failed batch
