@@ -104,3 +104,18 @@ def test_a_public_key_that_is_not_pem_exits_2(home: Path, tmp_path: Path) -> Non
     bad.write_text("hello")
     r = skydd(home, "--public-key", str(bad))
     assert r.returncode == 2 and "not a PEM public key" in r.stderr
+
+
+def test_unsigned_entries_and_recoveries_are_pointed_out(home: Path) -> None:
+    path = home / "audit.log"
+    path.write_bytes(path.read_bytes()[:-10])  # a crash tore the last checkpoint
+    signer = load_signer(home)
+    writer = log.AuditLog(path, signer)  # cuts the torn line off, records it, then appends
+    writer.append("audit", "alice", {"report": "r1"})
+    r = skydd(home)
+    assert r.returncode == 0, r.stderr
+    assert "intact: 9 entries and 3 checkpoints verified" in r.stdout
+    assert "3 entries after the last checkpoint are chained but not signed yet" in r.stdout
+    assert "seq 7 records a torn last line" in r.stdout
+    writer.close()
+    assert "not signed yet" not in skydd(home).stdout
