@@ -96,6 +96,10 @@ class ApplyResult:
     hosts: dict[str, HostStats] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)  # one line each: host, task, message
     not_run: list[str] = field(default_factory=list)  # playbooks skipped after a failure
+    tasks: list[str] = field(default_factory=list)  # names of the tasks that started
+    # applied controls none of whose tasks ("<control id> | ...") started: no host matched,
+    # or the playbook has no task tagged with the control
+    untouched: list[str] = field(default_factory=list)
     audit: AuditResult | None = None
     audit_error: str | None = None
 
@@ -199,12 +203,14 @@ def run_apply(settings: Settings, inventory_path: Path | None, selection: Select
     if not (Path(sys.executable).parent / "ansible-playbook").exists():
         raise ApplyError("ansible-playbook is not in this virtualenv: run "
                          f"'{Path(sys.executable).parent / 'pip'} install ansible ansible-runner'")
+    limit = ansible_inventory.limit_for(selection.site)
+    if limit and not ansible_inventory.build(inventory, run_dir=settings.home).group(limit):
+        raise InputError(f"--site {selection.site}: the inventory has no hosts at this site")
     settings.ensure()
     run_dir = make_run_dir(settings, clock())
     ans_inv = ansible_inventory.build(inventory, run_dir=run_dir, home=settings.home)
     inv_file = ansible_inventory.write(ans_inv, run_dir)
     (run_dir / "tmp").mkdir(mode=0o700, exist_ok=True)
-    limit = ansible_inventory.limit_for(selection.site)
     cmdline = " ".join(x for x, on in (("--check", options.check), ("--diff", options.diff)) if on)
     result = ApplyResult(the_plan, run_dir, options.check)
     for index, run in enumerate(the_plan.runs):
@@ -226,6 +232,8 @@ def run_apply(settings: Settings, inventory_path: Path | None, selection: Select
             hint = " (ansible-playbook not found on PATH)" if r.rc == 127 else ""
             result.problems.append(f"{run.playbook}: ansible-playbook exited {r.rc}{hint}"
                                    + (f": {tail}" if tail else ""))
+    ran = {t.split(" | ", 1)[0] for t in result.tasks}
+    result.untouched = [c.id for c in the_plan.controls if c.id not in ran]
     _log(settings, actor, selection, options, result, inv_digest, limit, clock())
     if reaudit and not options.check and len(result.not_run) < len(the_plan.runs):
         touched = Selection(levels=tuple(levels_in(the_plan)),
@@ -253,6 +261,7 @@ class _EventHandler:
         if kind == "playbook_on_play_start":
             self.emit(ApplyEvent("play", self.playbook, message=data.get("name", "")))
         elif kind == "playbook_on_task_start":
+            self.result.tasks.append(data.get("task", ""))
             self.emit(ApplyEvent("task", self.playbook, task=data.get("task", "")))
         elif kind in ("runner_on_ok", "runner_on_failed", "runner_on_unreachable",
                       "runner_on_skipped"):
@@ -311,7 +320,7 @@ def _log(settings: Settings, actor: str, selection: Selection, options: ApplyOpt
         "diff": options.diff, "allow_disruptive": options.allow_disruptive,
         "hosts": {h: s.as_dict() for h, s in sorted(result.hosts.items())},
         "status": "failed" if result.problems else "ok", "problems": result.problems,
-        "not_run": result.not_run, "run_dir": str(result.run_dir)}, at=at)
+        "not_run": result.not_run, "untouched": result.untouched, "run_dir": str(result.run_dir)}, at=at)
 
 
 def levels_in(plan_: Plan) -> list[Level]:

@@ -88,6 +88,9 @@ def apply(
     verb = "would change" if check else "changed"
     out.print(f"{'check' if check else 'apply'}: {len(p.controls)} control(s), {len(result.hosts)} "
               f"host(s), {verb} {t.changed} task(s); run folder {result.run_dir}")
+    for cid in result.untouched:
+        out.print(f"[yellow]nothing ran for {cid}[/]: no host matched, or its playbook has no "
+                  "task tagged with it")
     for problem in result.problems:
         out.print(f"[bold red]failed[/]: {escape(problem)}")
     for book in result.not_run:

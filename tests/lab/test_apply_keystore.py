@@ -161,3 +161,46 @@ firewalls:
     # a fresh namespace holds only its loopback; the root namespace has more than that
     assert "lo:" in links["inside"] and links["inside"].count("link/") == 1, links["inside"]
     assert links["outside"].count("link/") > 1, links["outside"]
+
+
+def test_site_limits_the_hosts_and_an_empty_site_is_bad_input(tmp_path: Path) -> None:
+    require_root()
+    home = tmp_path / "home"
+    stores = {}
+    for site in ("torsby", "sunne"):
+        d = stores[site] = tmp_path / f"pki-{site}"
+        d.mkdir()
+        (d / "ca.key").write_text("key")
+        (d / "ca.key").chmod(0o644)
+    inv = tmp_path / "inventory.yaml"
+    inv.write_text(f"""
+name: apply-site-test
+municipalities: [{{id: torsby, name: Torsby}}, {{id: sunne, name: Sunne}}, {{id: hagfors, name: Hagfors}}]
+sites:
+  - {{id: torsby, name: Torsby, municipality: torsby}}
+  - {{id: sunne, name: Sunne, municipality: sunne}}
+  - {{id: hagfors, name: Hagfors, municipality: hagfors}}
+  - {{id: site4, name: Fourth site}}
+firewalls: [{{id: hagfors-fw1, municipality: hagfors, site: hagfors, position: 1}}]
+key_stores:
+  - {{id: pki-torsby, site: torsby, path: "{stores['torsby']}"}}
+  - {{id: pki-sunne, site: sunne, path: "{stores['sunne']}"}}
+""")
+    sel = ("--inventory", str(inv), "--control", CONTROL)
+
+    r = skydd(home, "apply", *sel, "--site", "sunne")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "pki-sunne: ok=" in r.stdout and "pki-torsby" not in r.stdout
+    assert "re-audit: compliant" in r.stdout  # the re-audit keeps the site
+    assert modes(stores["sunne"])["ca.key"] == "0o600"
+    assert modes(stores["torsby"])["ca.key"] == "0o644"
+
+    r = skydd(home, "apply", *sel, "--site", "hagfors")  # hosts, but no key store there
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert f"nothing ran for {CONTROL}" in r.stdout
+
+    r = skydd(home, "apply", *sel, "--site", "site4")
+    assert r.returncode == 2
+    assert r.stderr.strip().splitlines() == ["skydd: --site site4: the inventory has no hosts at this site"]
+    assert modes(stores["torsby"])["ca.key"] == "0o644"
+    assert len(list((home / "runs").iterdir())) == 2  # bad input leaves no run folder
