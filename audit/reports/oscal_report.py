@@ -77,9 +77,7 @@ def build_oscal(report: Mapping[str, Any]) -> AssessmentResults:
             methods=["TEST"], types=["discovery"], origins=[tool],
             subjects=[oc.SubjectReference(subject_uuid=_uuid(rid, "subject", target),
                                           type="inventory-item", title=target)],
-            relevant_evidence=[oc.RelevantEvidence(
-                description=f"{source} evidence, digest {digest}",
-                props=_props(evidence_source=source, evidence_digest=digest))],
+            relevant_evidence=[oc.RelevantEvidence(description=f"{source} evidence, digest {digest}")],
             collected=_time(collected),
             props=_props(evidence_source=source, evidence_digest=digest),
         )

@@ -45,10 +45,12 @@ OVERALL_LABELS = {
 MUNICIPALITIES: tuple[tuple[str, str], ...] = (("torsby", "Torsby"), ("sunne", "Sunne"),
                                                ("hagfors", "Hagfors"))
 JOINT = "joint"
+OTHER = "other"
+MAX_EXTRA_COLUMNS = 8  # beyond this, further municipalities share one column
 JOINT_SITES = frozenset({"site4"})
 
 
-def column_of(finding: Mapping[str, Any]) -> str:
+def _column(finding: Mapping[str, Any]) -> str:
     """The matrix column of a finding: its municipality, or ``joint`` for the fourth site and
     for targets that belong to no single municipality."""
     municipality = finding.get("municipality")
@@ -95,12 +97,17 @@ class Matrix:
 
 def matrix(findings: Sequence[Mapping[str, Any]]) -> Matrix:
     """Rows levels a–e, columns the municipalities then ``joint``; counts per status."""
+    known = {m for m, _ in MUNICIPALITIES}
+    extra = sorted({_column(f) for f in findings} - known - {JOINT})
+    shown = set(extra) if len(extra) <= MAX_EXTRA_COLUMNS else set()
     counts: dict[tuple[str, str], Counter[str]] = defaultdict(Counter)
     for f in findings:
-        counts[(f["level"], column_of(f))][f["status"]] += 1
-    known = {m for m, _ in MUNICIPALITIES}
-    extra = sorted({col for _, col in counts} - known - {JOINT})
-    columns = (*MUNICIPALITIES, *((m, m.replace("-", " ").title()) for m in extra),
+        col = _column(f)
+        if col not in known and col != JOINT and col not in shown:
+            col = OTHER
+        counts[(f["level"], col)][f["status"]] += 1
+    columns = (*MUNICIPALITIES, *((m, m.replace("-", " ").title()) for m in sorted(shown)),
+               *(((OTHER, f"{len(extra)} other municipalities"),) if extra and not shown else ()),
                (JOINT, "Joint / site 4"))
     rows = []
     for level in Level:

@@ -238,3 +238,19 @@ def test_every_catalog_control_renders(tmp_path: Path) -> None:
     assert html.count('<article class="finding') == attention
     assert len(build_oscal(report).results[0].findings) == len(findings)
     assert ET.fromstring(render_junit(report)).get("tests") == str(len(findings))
+
+
+def test_matrix_adds_other_municipalities_and_folds_many_into_one_column() -> None:
+    from audit.reports.view import matrix
+
+    def findings(n: int) -> list[dict]:
+        ev = [_store(f"m{i}-pki", "0644", site=f"m{i}", municipality=f"m{i}") for i in range(n)]
+        return [f.to_dict() for f in evaluate([KEYS], ev, [], AT)]
+
+    few = matrix(findings(2))
+    assert [c for c, _ in few.columns] == ["torsby", "sunne", "hagfors", "m0", "m1", "joint"]
+    assert dict(few.rows[3].cells["m1"].counts) == {"fail": 1}
+    many = matrix(findings(12))
+    assert [c for c, _ in many.columns] == ["torsby", "sunne", "hagfors", "other", "joint"]
+    assert dict(many.columns)["other"] == "12 other municipalities"
+    assert dict(many.rows[3].cells["other"].counts) == {"fail": 12}
