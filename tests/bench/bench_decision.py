@@ -52,18 +52,26 @@ def in_process(idp, home: Path) -> None:
     tokens = [idp.token(at, jti=f"bench-{i}") for i in range(n)]
     assert decider.decide(tokens[0], at).allow  # warm the JWKS
     fresh: list[float] = []
+    fresh_cpu: list[float] = []
     for token in tokens[1:]:
-        t0 = time.perf_counter()
+        c0, t0 = time.thread_time(), time.perf_counter()
         decider.decide(token, at)
         fresh.append((time.perf_counter() - t0) * 1000)
+        fresh_cpu.append((time.thread_time() - c0) * 1000)
     _line("decision, each token new (full verify)", statistics.median(fresh), _pct(fresh, 0.99))
+    _line("  same, CPU time of the thread (no preemption)", statistics.median(fresh_cpu),
+          _pct(fresh_cpu, 0.99))
     again: list[float] = []
+    again_cpu: list[float] = []
     for i in range(5000):
         token = tokens[i % 100]
-        t0 = time.perf_counter()
+        c0, t0 = time.thread_time(), time.perf_counter()
         decider.decide(token, at)
         again.append((time.perf_counter() - t0) * 1000)
+        again_cpu.append((time.thread_time() - c0) * 1000)
     _line("decision, token presented again", statistics.median(again), _pct(again, 0.99))
+    _line("  same, CPU time of the thread (no preemption)", statistics.median(again_cpu),
+          _pct(again_cpu, 0.99))
     print(f"   JWKS fetches: {verifier.jwks.fetch_attempts}")
 
 
