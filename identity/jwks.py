@@ -175,13 +175,14 @@ class JwksCache:
 
     def _ensure_fresh(self, now: float) -> None:
         fetched = self._fetched_at
-        if fetched is not None and 0 <= now - fetched < self.lifespan:
+        if fetched is not None and now - fetched < self.lifespan:  # (``at`` before the fetch: fresh)
             return
         with self._lock:
             fetched = self._fetched_at
-            if fetched is not None and 0 <= now - fetched < self.lifespan:
+            if fetched is not None and now - fetched < self.lifespan:
                 return
-            if self._may_attempt(now):
+            attempted = self._may_attempt(now)
+            if attempted:
                 try:
                     self._refresh(now, why="expired" if fetched is not None else "first use")
                     return
@@ -193,8 +194,9 @@ class JwksCache:
                 raise KeysUnavailable(
                     f"signing keys from {self.source} are {int(now - fetched)} s old, beyond the "
                     f"stale window; last error: {self._last_error}")
-            log.warning("using stale signing keys from %s (%d s old): %s", self.source,
-                        int(now - fetched), self._last_error)
+            if attempted:  # once per failed attempt, not once per token
+                log.warning("using stale signing keys from %s (%d s old): %s", self.source,
+                            int(now - fetched), self._last_error)
 
     def _refresh(self, now: float, *, why: str) -> None:
         """Fetch and replace the keys. Caller holds the lock."""

@@ -140,3 +140,25 @@ def test_https_fetch_verifies_against_the_given_ca(tmp_path: Path) -> None:
         idp.stop()
     with pytest.raises(IdentityConfigError):
         https_fetcher(url.replace("https:", "http:"), ca_file=None, timeout=3)
+
+
+def test_a_time_before_the_last_fetch_is_fresh_not_stale(caplog: pytest.LogCaptureFixture) -> None:
+    src = Source(K1)
+    c = cache(src)
+    c.key("k1", "RS256", 1000)
+    with caplog.at_level("WARNING"):
+        for t in (999.5, 990, 1000):  # another thread's earlier ``at``
+            assert c.key("k1", "RS256", t).key_id == "k1"
+    assert src.calls == 1 and not caplog.records
+
+
+def test_stale_keys_warn_once_per_attempt_not_per_token(caplog: pytest.LogCaptureFixture) -> None:
+    src = Source(K1)
+    c = cache(src)
+    c.key("k1", "RS256", 0)
+    src.up = False
+    with caplog.at_level("WARNING", logger="identity.jwks"):
+        for i in range(100):
+            c.key("k1", "RS256", 300 + i * 0.1)  # 10 s: one attempt (cooldown 30 s)
+    stale = [r for r in caplog.records if "stale" in r.getMessage()]
+    assert len(stale) == 1 and src.calls == 2
