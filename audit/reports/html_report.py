@@ -55,6 +55,7 @@ def render_html(report: Mapping[str, Any], catalog: Catalog) -> str:
         newly_fixed=[_change(d, changes, titles, status_of) for d in drift.get("newly_fixed", [])],
         references=lambda f: view.references(f, catalog),
         total=len(findings),
+        totals=view.totals(findings),
     )
 
 

@@ -177,5 +177,11 @@ def waivers(findings: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     return sorted(by_id.values(), key=lambda w: (not w.get("expired"), w["expires_at"], w["id"]))
 
 
+def totals(findings: Sequence[Mapping[str, Any]]) -> dict[str, int]:
+    """Findings per status over the whole report, worst first, only statuses that occur."""
+    counts = Counter(f["status"] for f in findings)
+    return {s.value: counts[s.value] for s in STATUS_ORDER if counts[s.value]}
+
+
 def titles(findings: Sequence[Mapping[str, Any]]) -> dict[str, str]:
     return {f["control"]: f.get("title", "") for f in findings}

@@ -110,6 +110,8 @@ def test_html_header_and_level_titles(report: dict) -> None:
                  "socialcare-lab", "Noncompliant", "Authentication", "Autentisering", "Redundancy"):
         assert text in html
     assert "@media print" in html and "size: A4" in html
+    totals = dict(re.findall(r'data-total="(\w+)">(\d+) ', html))
+    assert totals == {"fail": "2", "error": "1", "waived": "1", "pass": "2"}
 
 
 def test_html_failing_control_with_evidence_references_and_fix(report: dict) -> None:
