@@ -66,6 +66,11 @@ def test_decide_allow_deny_and_bad_input(idp: FakeIdp, setup: tuple[Path, dict[s
     (tmp_path / "empty.jwt").write_text("")
     r = skydd("decide", "--token-file", str(tmp_path / "empty.jwt"), "--inventory", str(inventory), env=env)
     assert r.returncode == 2 and "empty" in r.stderr
+    no_idp = tmp_path / "no-idp.yaml"
+    YAML(typ="safe").dump(idp.inventory().model_dump(exclude_defaults=True, exclude={"identity_provider"}),
+                          no_idp)
+    r = skydd("decide", "--token-file", str(good), "--inventory", str(no_idp), env=env)
+    assert r.returncode == 2 and "identity_provider" in r.stderr and "Traceback" not in r.stderr
 
 
 def _free_port() -> int:
