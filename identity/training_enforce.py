@@ -8,7 +8,7 @@ role is taken from users without current training and given back when they compl
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Iterable, Sequence
 
 from .training_store import SOCIALCARE_ROLE, TrainingStore, UserStanding
@@ -172,14 +172,39 @@ class Plan:
                 for k in ("remove", "restore", "blocked")}
 
 
+SCOPES = ("records", "reachable", "new", "all")
+
+
+def _in_scope(scope: str, u: DirectoryUser, st: UserStanding | None, at: datetime | None,
+              new_within: timedelta) -> bool:
+    if scope == "all":
+        return True
+    if scope == "records":  # no record at all for some required course
+        return st is None or any(c.state == "missing" for c in st.courses)
+    if scope == "reachable":
+        return u.can_reach
+    if at is None:
+        raise ValueError("scope 'new' needs at")
+    return u.can_reach and u.created_at is not None and at - u.created_at <= new_within
+
+
 def plan(users: Sequence[DirectoryUser], standings: Sequence[UserStanding],
-         role: str = SOCIALCARE_ROLE) -> Plan:
-    """Pure: whose role to remove (no current training) and to give back (trained again)."""
+         role: str = SOCIALCARE_ROLE, *, scope: str = "all", at: datetime | None = None,
+         new_within: timedelta = timedelta(days=90)) -> Plan:
+    """Pure: whose role to remove (no current training) and to give back (trained again).
+
+    ``scope`` narrows removal to one control's population: ``records`` (holders with no record
+    of some required course), ``reachable`` (holders who can reach the system), ``new`` (those
+    created within ``new_within`` of ``at``); ``all`` takes every holder and also restores."""
+    if scope not in SCOPES:
+        raise ValueError(f"unknown scope {scope!r}")
     by_name = {s.username: s for s in standings}
     remove, restore, blocked = [], [], []
     for u in users:
         st = by_name.get(u.username)
         entitled = st is not None and role in st.roles
+        if u.has_role and not _in_scope(scope, u, st, at, new_within):
+            continue
         if u.has_role:
             if st is None:
                 why = "no training record"
@@ -191,7 +216,7 @@ def plan(users: Sequence[DirectoryUser], standings: Sequence[UserStanding],
                 why = ""
             if why:
                 (remove if u.direct_role else blocked).append(Change(u.username, u.id, why))
-        elif entitled and st.current and st.courses and u.enabled and u.groups:
+        elif scope == "all" and entitled and st.current and st.courses and u.enabled and u.groups:
             restore.append(Change(u.username, u.id, "training current"))
     return Plan(tuple(remove), tuple(restore), tuple(blocked))
 

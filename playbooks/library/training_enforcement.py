@@ -19,7 +19,15 @@ options:
   role: {type: str, default: socialcare-user}
   groups: {type: list, elements: str, required: true, description: the municipality groups}
   remove: {type: bool, default: true, description: take the role from users without current training}
-  restore: {type: bool, default: true, description: give it back when training is current again}
+  restore: {type: bool, default: true, description: give it back when training is current again (scope all)}
+  scope:
+    type: str
+    default: all
+    choices: [records, reachable, new, all]
+    description: whose role may be removed — holders lacking any record of a required course,
+      holders who can reach the system, those created within new_within_days, or every holder
+      (which also restores the role and records the enforcement run)
+  new_within_days: {type: int, default: 90}
   max_removal_ratio:
     type: float
     default: 0.5
@@ -27,7 +35,7 @@ options:
       (a store that lost its records must not lock everybody out); 1.0 disables the guard
 """
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from ansible.module_utils.basic import AnsibleModule
 
@@ -51,6 +59,8 @@ def main():
             "remove": {"type": "bool", "default": True},
             "restore": {"type": "bool", "default": True},
             "max_removal_ratio": {"type": "float", "default": 0.5},
+            "scope": {"type": "str", "default": "all", "choices": ["records", "reachable", "new", "all"]},
+            "new_within_days": {"type": "int", "default": 90},
         },
         supports_check_mode=True,
     )
@@ -74,7 +84,8 @@ def main():
             module.exit_json(changed=bool(changed), synced=changed, users=len(users),
                              store=redact_url(p["store_url"]),
                              diff={"before": "", "after": _lines(changed)} if changed else {})
-        the_plan = plan(users, store.standings(at), p["role"])
+        the_plan = plan(users, store.standings(at), p["role"], scope=p["scope"], at=at,
+                        new_within=timedelta(days=p["new_within_days"]))
         the_plan = Plan(the_plan.remove if p["remove"] else (),
                         the_plan.restore if p["restore"] else (), the_plan.blocked)
         result = the_plan.to_dict()
@@ -91,6 +102,7 @@ def main():
         after = (set(holders) - {c.username for c in the_plan.remove}) | {c.username for c in the_plan.restore}
         if not module.check_mode:
             execute(admin, the_plan, p["role"])
+        if not module.check_mode and p["scope"] == "all":
             with store.transaction() as s:
                 store.record_event(s, "enforcement", at, result)
         module.exit_json(changed=the_plan.changed, **result,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import io
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from .service import LabService, Progress
 
 CATALOGUE = Path(__file__).with_name("training-courses.json")
 EXPIRED_INDEX, MISSING_INDEX = 1, 3  # 0-based position in each municipality group
+READY_TIMEOUT = 60.0  # Keycloak may still be bootstrapping its admin account
 
 
 def seed_states(staff: dict[str, list[str]]) -> dict[str, str]:
@@ -89,12 +91,18 @@ class Service(LabService):
         if idp is None:
             raise LabError("the lab inventory has no identity_provider to take staff from")
         progress("reading the realm's staff from Keycloak")
-        try:
-            admin = connect(idp.url, idp.realm, resolve_secret(idp.admin_username),
-                            resolve_secret(idp.admin_password), idp.ca_file)
-            directory = read_directory(admin, [m.id for m in inv.municipalities])
-        except (DirectoryError, InputError) as err:
-            raise LabError(f"training seeds the realm's staff: start keycloak first ({err})") from err
+        deadline = time.monotonic() + READY_TIMEOUT
+        while True:
+            try:
+                admin = connect(idp.url, idp.realm, resolve_secret(idp.admin_username),
+                                resolve_secret(idp.admin_password), idp.ca_file)
+                directory = read_directory(admin, [m.id for m in inv.municipalities])
+                break
+            except (DirectoryError, InputError) as err:
+                if time.monotonic() > deadline:
+                    raise LabError(f"training seeds the realm's staff: start keycloak first ({err})") from err
+                progress(f"waiting for Keycloak: {err}")
+                time.sleep(3)
         staff: dict[str, list[str]] = {}
         for u in directory:
             if u.groups and u.has_role:

@@ -156,3 +156,23 @@ def test_lab_seed_marks_second_expired_and_fourth_missing_per_group() -> None:
     csv_text = lms_export(states, [("infosec-basics", 365)], AT)
     assert "david.torsby" not in csv_text
     assert "bertil.torsby,infosec-basics,2025-10-16T12:00:00Z" in csv_text
+
+
+def test_each_control_scope_removes_only_its_population(store: TrainingStore) -> None:
+    old = DirectoryUser(id="id-old", username="old.untrained", enabled=True, hsa_id=None,
+                        groups=("torsby",), direct_role=True, group_role=False,
+                        created_at=AT - timedelta(days=400), first_login_at=None)
+    users = [dir_user("never"), dir_user("lapsed"), old, dir_user("outside", group=None)]
+    sync(store, users, AT)
+    complete(store, "lapsed", AT - timedelta(days=400))
+    complete(store, "old.untrained", AT - timedelta(days=400))
+    standings = store.standings(AT)
+
+    def removed(scope: str) -> list[str]:
+        return sorted(c.username for c in plan(users, standings, scope=scope, at=AT).remove)
+
+    assert removed("records") == ["never", "outside"]  # no record; "outside" is not in the store
+    assert removed("reachable") == ["lapsed", "never", "old.untrained"]
+    assert removed("new") == ["lapsed", "never"]  # created three days ago
+    assert removed("all") == ["lapsed", "never", "old.untrained", "outside"]
+    assert plan(users, standings, scope="reachable", at=AT).restore == ()
