@@ -7,13 +7,29 @@ has one.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import shutil
 import subprocess
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 from .interface import Collector, CollectorError, Observation
+
+
+@contextlib.contextmanager
+def ns_lock(namespace: str | None) -> Iterator[None]:
+    """Serialise readers and the traffic probe on one firewall: the probe opens a firewall or
+    stops its IPS for a moment, and no collector may observe that moment as the firewall's state.
+    ``flock`` on a file per namespace holds across threads and processes."""
+    path = Path("/run/lock" if Path("/run/lock").is_dir() else "/tmp") / f"skydd-fw-{namespace or 'host'}.lock"
+    with open(path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def in_namespace(namespace: str | None, *cmd: str) -> list[str]:
@@ -62,7 +78,7 @@ def iptables_save(namespace: str | None) -> str:
 
 class NftablesCollector(Collector):
     kinds = ("nftables.ruleset",)
-    timeout = 30.0
+    timeout = 150.0  # may wait for the traffic probe's hold on the firewall
 
     def __init__(self, source_id: str, plan: dict[str, Any], **kw: str | None) -> None:
         super().__init__(source_id, **kw)
@@ -70,15 +86,17 @@ class NftablesCollector(Collector):
 
     def collect(self) -> Iterable[Observation]:
         ns = self.plan.get("namespace")
-        forward = run(ns, "sysctl", "-n", "net.ipv4.ip_forward", check=False).stdout.strip()
+        with ns_lock(ns):
+            forward = run(ns, "sysctl", "-n", "net.ipv4.ip_forward", check=False).stdout.strip()
+            nft, saved = ruleset(ns), iptables_save(ns)
         yield Observation(self.kinds[0], self.source_id, {
             "firewall": self.source_id,
             "position": self.plan["position"],
             "plan": {k: self.plan[k] for k in ("flows", "management_network", "management_ports",
                                                 "lan", "inside", "outside", "table")},
             "ip_forward": forward == "1",
-            "nftables": ruleset(ns),
-            "iptables_save": iptables_save(ns),
+            "nftables": nft,
+            "iptables_save": saved,
         })
 
 

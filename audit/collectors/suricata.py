@@ -18,7 +18,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
 from .interface import Collector, CollectorError, Observation
-from .nftables import iptables_save, plans, ruleset, run
+from .nftables import iptables_save, ns_lock, plans, ruleset, run
 
 _EVE_TAIL = 256 * 1024
 
@@ -164,7 +164,7 @@ def read_eve(path: Path) -> dict[str, Any]:
 
 class SuricataCollector(Collector):
     kinds = ("suricata.ips",)
-    timeout = 30.0
+    timeout = 150.0  # may wait for the traffic probe's hold on the firewall
 
     def __init__(self, source_id: str, plan: dict[str, Any], **kw: str | None) -> None:
         super().__init__(source_id, **kw)
@@ -172,13 +172,18 @@ class SuricataCollector(Collector):
 
     def collect(self) -> Iterable[Observation]:
         ns = self.plan.get("namespace")
+        with ns_lock(ns):
+            data = self._observe(ns)
+        yield Observation(self.kinds[0], self.source_id, data)
+
+    def _observe(self, ns: str | None) -> dict[str, Any]:
         nft = ruleset(ns)  # also proves the namespace is there
         folder = ips_dir(self.plan)
         conf_path = folder / "suricata.yaml"
         config = read_config(conf_path) if conf_path.exists() else None
         pids = suricata_pids(ns)
         procs = [{"pid": p, "cmdline": cmdline(p)} for p in pids]
-        data = {
+        return {
             "firewall": self.source_id,
             "declared_fail_mode": self.plan["fail_mode"],
             "protects_classified": self.plan["protects_classified"],
@@ -192,7 +197,6 @@ class SuricataCollector(Collector):
             "rules": read_rules(config["rule_files"]) if config else None,
             "eve": read_eve(Path(config["eve_path"])) if config else None,
         }
-        yield Observation(self.kinds[0], self.source_id, data)
 
 
 def from_inventory(inventory: Any, home: Path) -> list[Collector]:

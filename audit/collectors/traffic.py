@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from .interface import Collector, CollectorError, Observation
-from .nftables import in_namespace, plans, ruleset, run
+from .nftables import in_namespace, ns_lock, plans, ruleset, run
 from .suricata import bound_queues, cmdline, ips_dir, read_config, suricata_pids
 
 PROBE_TAG = "skydd-probe-open"
@@ -147,10 +147,11 @@ class PathCollector(_MunicipalityCollector):
             entry: dict[str, Any] = {"namespace": ns, "firewall": fw["id"] if fw else None,
                                      "position": fw["position"] if fw else None}
             if fw:
+                with ns_lock(ns):
+                    chains = [i["chain"] for i in ruleset(ns) if "chain" in i]
                 entry["forward_chains"] = [
                     {k: c.get(k) for k in ("family", "table", "name", "type", "prio", "policy")}
-                    for c in (i["chain"] for i in ruleset(ns) if "chain" in i)
-                    if c.get("hook") == "forward"]
+                    for c in chains if c.get("hook") == "forward"]
             detail.append(entry)
         yield Observation(self.kinds[0], self.source_id, {
             "municipality": self.source_id, "destination": self.target["host"],
@@ -160,7 +161,7 @@ class PathCollector(_MunicipalityCollector):
 
 class TrafficCollector(_MunicipalityCollector):
     kinds = ("network.traffic",)
-    timeout = 120.0
+    timeout = 240.0
 
     def collect(self) -> Iterable[Observation]:
         if set(self.fws) != {1, 2}:
@@ -168,21 +169,24 @@ class TrafficCollector(_MunicipalityCollector):
         src, host = self.lan["namespace"], self.target["host"]
         flow = self.target["flow"]
         for p in self.fws.values():
-            restore_firewall(p["namespace"])  # heal what a crashed earlier probe left
+            with ns_lock(p["namespace"]):
+                restore_firewall(p["namespace"])  # heal what a crashed earlier probe left
         data: dict[str, Any] = {"municipality": self.source_id, "source": self.lan["network"],
                                 "destination": host, "declared_flow": flow["id"]}
         data["declared"] = probe(src, host, flow["port"])
         data["undeclared"] = probe(src, host, self.undeclared_port)
         for pos in (1, 2):
             ns = self.fws[pos]["namespace"]
-            try:
-                opened = open_firewall(ns)
-                result = probe(src, host, self.undeclared_port)
-            finally:
-                restore_firewall(ns)
+            with ns_lock(ns):
+                try:
+                    opened = open_firewall(ns)
+                    result = probe(src, host, self.undeclared_port)
+                finally:
+                    restore_firewall(ns)
             data[f"fw{pos}_opened"] = {"chains_opened": opened, **result}
         data["ips_signature"] = self._signature(src, host, flow["port"])
-        data["ips_stopped"] = self._fail_mode(src, host, flow["port"])
+        with ns_lock(self.fws[2]["namespace"]):
+            data["ips_stopped"] = self._fail_mode(src, host, flow["port"])
         yield Observation(self.kinds[0], self.source_id, data)
 
     def _eve(self) -> Path | None:
@@ -195,7 +199,7 @@ class TrafficCollector(_MunicipalityCollector):
         result = probe(src, host, port, sni=IPS_TEST_SNI)
         seen = False
         if eve and eve.exists():
-            deadline = time.monotonic() + 3
+            deadline = time.monotonic() + 15  # eve.json is written asynchronously
             while time.monotonic() < deadline and not seen:
                 with eve.open("rb") as f:
                     f.seek(start)
