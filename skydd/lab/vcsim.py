@@ -101,6 +101,7 @@ def ensure_binary(progress: Progress, version: str = VERSION) -> Path:
         env = {**os.environ, "GOBIN": tmp, "GOFLAGS": "-buildvcs=false",
                "GOTOOLCHAIN": os.environ.get("GOTOOLCHAIN", "local")}
         env.setdefault("GOPATH", str(CACHE_DIR / "go"))
+        env.setdefault("GOCACHE", str(CACHE_DIR / "go-build"))  # also when HOME is unset
         done = subprocess.run([go, "install", f"{MODULE}@{version}"], env=env,
                               capture_output=True, text=True, timeout=1800)
         built = Path(tmp) / "vcsim"
