@@ -10,6 +10,7 @@ is appended to the audit log with its reasons and the token's digest, never the 
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -93,7 +94,9 @@ class Policy:
 
 
 def _number(value: Any) -> float | None:
-    return None if isinstance(value, bool) or not isinstance(value, (int, float)) else float(value)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    return float(value)
 
 
 def evaluate(token: VerifiedToken, policy: Policy, training: TrainingSource,

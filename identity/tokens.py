@@ -18,6 +18,7 @@ import base64
 import binascii
 import hashlib
 import json
+import math
 import re
 import threading
 from collections import OrderedDict
@@ -214,8 +215,9 @@ class Verifier:
     def _check_times(self, claims: Mapping[str, Any], now: float) -> None:
         for name in ("exp", "iat", "nbf"):
             value = claims.get(name)
-            if name in claims and (isinstance(value, bool) or not isinstance(value, (int, float))):
-                raise MalformedToken(f"claim {name!r} is not a number")
+            if name in claims and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                   or not math.isfinite(value)):
+                raise MalformedToken(f"claim {name!r} is not a finite number")
         if now >= claims["exp"] + self.leeway:
             raise Expired("the token has expired")
         if "nbf" in claims and now < claims["nbf"] - self.leeway:

@@ -159,6 +159,10 @@ def test_expired_and_not_yet_valid(idp: FakeIdp, verifier: Verifier) -> None:
         verifier.verify(token, AT + dt.timedelta(seconds=320))
     with pytest.raises(MalformedToken):
         verifier.verify(idp.token(AT, exp=str(now + 60)), AT)
+    with pytest.raises(MalformedToken):  # JSON's NaN/Infinity would never expire
+        verifier.verify(idp.token(AT, exp=float("inf")), AT)
+    with pytest.raises(MalformedToken):
+        verifier.verify(idp.token(AT, nbf=float("nan")), AT)
 
 
 @pytest.mark.parametrize("iss", ["https://evil.example/realms/socialcare",

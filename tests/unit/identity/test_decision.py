@@ -59,6 +59,8 @@ def test_allow_when_every_rule_holds() -> None:
     ({"auth_time": NOW - 3601}, Code.AUTH_AGE, "too_old"),
     ({"auth_time": None}, Code.AUTH_AGE, "missing"),
     ({"auth_time": True}, Code.AUTH_AGE, "missing"),
+    ({"auth_time": float("nan")}, Code.AUTH_AGE, "missing"),
+    ({"auth_time": float("-inf")}, Code.AUTH_AGE, "missing"),
     ({"auth_time": NOW + 3600}, Code.AUTH_AGE, "future"),
 ])
 def test_each_rule_denies_with_its_code(overrides: dict[str, Any], code: Code, cause: str) -> None:
