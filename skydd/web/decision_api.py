@@ -23,6 +23,7 @@ from identity.decision import AccessDecision, Decision
 from identity.tokens import MAX_TOKEN_BYTES
 
 Clock = Callable[[], datetime]
+MAX_BODY_BYTES = MAX_TOKEN_BYTES + 1024
 _UNAUTHORIZED = {"www-authenticate": 'Bearer realm="skydd"'}
 _INVALID = {"www-authenticate": 'Bearer realm="skydd", error="invalid_token"'}
 
@@ -80,8 +81,13 @@ def router(decider: AccessDecision, clock: Clock) -> APIRouter:
     async def post_decision(request: Request) -> Response:
         token = bearer(request)
         if token is None:
+            raw = bytearray()
+            async for chunk in request.stream():
+                raw += chunk
+                if len(raw) > MAX_BODY_BYTES:
+                    return _json({"error": f"the body is larger than {MAX_BODY_BYTES} bytes"}, 413)
             try:
-                body = DecisionRequest.model_validate_json(await request.body())
+                body = DecisionRequest.model_validate_json(bytes(raw))
             except ValueError:
                 return _json({"error": "send {\"token\": \"…\"} or an Authorization: Bearer header"},
                              400)

@@ -89,6 +89,7 @@ def test_post_decision_with_body_or_header(idp: FakeIdp, client: TestClient) -> 
     for bad in ({}, {"token": ""}, {"token": "x", "extra": 1}):
         assert client.post("/v1/decision", json=bad).status_code == 400
     assert client.post("/v1/decision", content=b"not json").status_code == 400
+    assert client.post("/v1/decision", content=b"x" * 1_000_000).status_code == 413
 
 
 def test_no_docs_or_openapi(client: TestClient) -> None:
