@@ -22,7 +22,7 @@ from policies import Control, Level, PolicyError, load_catalog
 from . import ansible_inventory
 from .auditing import AuditResult, Selection, run_audit
 from .errors import InputError, SkyddError
-from .inventory import load_inventory
+from .inventory import LAB_INVENTORY, load_inventory
 from .settings import PLAYBOOKS_DIR, Settings
 
 
@@ -171,12 +171,15 @@ def make_run_dir(settings: Settings, at: datetime) -> Path:
     raise ApplyError(f"cannot make a run folder under {runs}")
 
 
-def runner_env(run_dir: Path) -> dict[str, str]:
-    """Environment for ansible-runner: this venv's ``ansible-playbook`` first on PATH."""
+def runner_env(run_dir: Path, home: Path) -> dict[str, str]:
+    """Environment for ansible-runner: this venv's ``ansible-playbook`` first on PATH, and
+    ``SKYDD_HOME`` absolute (Ansible runs in ``playbooks/``, where ``./.skydd`` means another
+    folder)."""
     venv_bin = str(Path(sys.executable).parent)
     path = os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
     return {
         "PATH": f"{venv_bin}{os.pathsep}{path}",
+        "SKYDD_HOME": str(home),
         "ANSIBLE_CONFIG": str(PLAYBOOKS_DIR / "ansible.cfg"),
         "ANSIBLE_LOCAL_TEMP": str(run_dir / "tmp"),
         "ANSIBLE_REMOTE_TEMP": str(run_dir / "tmp" / "remote"),
@@ -213,6 +216,8 @@ def run_apply(settings: Settings, inventory_path: Path | None, selection: Select
     (run_dir / "tmp").mkdir(mode=0o700, exist_ok=True)
     cmdline = " ".join(x for x, on in (("--check", options.check), ("--diff", options.diff)) if on)
     result = ApplyResult(the_plan, run_dir, options.check)
+    extravars = {"skydd_allow_disruptive": options.allow_disruptive,
+                 "skydd_inventory_file": str((inventory_path or LAB_INVENTORY).resolve())}
     for index, run in enumerate(the_plan.runs):
         if result.problems:
             result.not_run.append(run.playbook)
@@ -224,8 +229,8 @@ def run_apply(settings: Settings, inventory_path: Path | None, selection: Select
             project_dir=str(PLAYBOOKS_DIR), playbook=str(books[run.playbook]),
             inventory=str(inv_file), tags=",".join(run.tags), limit=limit,
             cmdline=cmdline or None,
-            extravars={"skydd_allow_disruptive": options.allow_disruptive},
-            envvars=runner_env(run_dir), quiet=True, event_handler=handler)
+            extravars=extravars, envvars=runner_env(run_dir, settings.home), quiet=True,
+            event_handler=handler)
         _merge_stats(result, r.stats or {})
         if r.rc != 0 and not handler.failed_hosts:
             tail = _stdout_tail(r)

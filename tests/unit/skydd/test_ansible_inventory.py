@@ -15,11 +15,13 @@ import pytest
 from policies import Control, Level, Remediation, Severity
 from policies.model import AppliesTo
 from skydd import ansible_inventory as ai
-from skydd.applying import ApplyError, ApplyResult, _EventHandler, plan, playbook_path
+from skydd.applying import (ApplyError, ApplyResult, _EventHandler, plan, playbook_path,
+                            runner_env)
 from skydd.auditing import Selection
 from skydd.commands.apply import diff_lines
 from skydd.errors import InputError
 from skydd.inventory import load_inventory
+from skydd.settings import PLAYBOOKS_DIR
 
 INVENTORY = """
 name: apply-test
@@ -211,6 +213,38 @@ def test_playbooks_must_lie_inside_the_playbook_folder() -> None:
 def test_every_level_playbook_and_site_yml_exist() -> None:
     for name in ("site.yml", *(f"level_{lv.value}.yml" for lv in Level)):
         assert playbook_path(name).is_file()
+
+
+def test_site_yml_and_every_level_playbook_parse_against_the_lab_inventory(tmp_path: Path) -> None:
+    """Every play, role and task file the levels import exists and is valid Ansible."""
+    inv, _ = load_inventory(home=tmp_path)
+    run = tmp_path / "run"
+    run.mkdir()
+    path = ai.write(ai.build(inv, run_dir=run, home=tmp_path), run)
+    env = {**os.environ, **runner_env(run, tmp_path)}
+    r = subprocess.run([str(Path(sys.executable).parent / "ansible-playbook"), "--syntax-check",
+                        "-i", str(path), "site.yml"], cwd=PLAYBOOKS_DIR, capture_output=True,
+                       text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "Could not match supplied host pattern" not in r.stderr
+
+
+def test_every_level_playbook_is_a_list_of_named_plays() -> None:
+    from ruamel.yaml import YAML
+
+    for lv in Level:
+        plays = YAML(typ="safe").load((PLAYBOOKS_DIR / f"level_{lv.value}.yml").read_text())
+        assert isinstance(plays, list) and plays
+        for play in plays:
+            assert play["name"].startswith(f"Level {lv.value} | "), play["name"]
+            assert "hosts" in play and "import_playbook" not in play
+
+
+def test_ansible_runs_with_this_venv_first_on_path_and_an_absolute_home(tmp_path: Path) -> None:
+    env = runner_env(tmp_path / "run", tmp_path / "home")
+    assert env["PATH"].split(os.pathsep)[0] == str(Path(sys.executable).parent)
+    assert env["SKYDD_HOME"] == str(tmp_path / "home")
+    assert env["ANSIBLE_CONFIG"] == str(PLAYBOOKS_DIR / "ansible.cfg")
 
 
 # -- events and diffs ------------------------------------------------------------------------
