@@ -34,7 +34,7 @@ def _pretty(value: Any) -> str:
 
 
 def render_html(report: Mapping[str, Any], catalog: Catalog) -> str:
-    findings = report["findings"]
+    findings = view.findings_of(report)
     drift = report.get("drift") or {}
     titles = view.titles(findings)
     status_of = {(f["control"], f["target"]): f["status"] for f in findings}

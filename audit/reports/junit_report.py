@@ -12,6 +12,7 @@ from typing import Any, Mapping
 from policies import Level, Status
 from policies.model import LEVEL_TITLES
 
+from . import view
 from .output import atomic_write
 
 
@@ -37,7 +38,7 @@ def _skip_reason(f: Mapping[str, Any]) -> str:
 
 
 def build_junit(report: Mapping[str, Any]) -> ET.Element:
-    findings = report["findings"]
+    findings = view.findings_of(report)
     root = ET.Element("testsuites", name=f"skydd audit {report['id']}")
     totals = dict.fromkeys(("tests", "failures", "errors", "skipped"), 0)
     for level in Level:

@@ -21,6 +21,7 @@ from trestle.oscal.assessment_results import AssessmentResults, ImportAp, Result
 
 from policies import Status
 
+from . import view
 from .output import atomic_write
 
 NS = "urn:skydd:oscal"
@@ -62,7 +63,7 @@ def build_oscal(report: Mapping[str, Any]) -> AssessmentResults:
     rid = report["id"]
     generated = _time(report["generated_at"])
     tool = oc.Origin(actors=[oc.OriginActor(type="tool", actor_uuid=_uuid("skydd", "tool"))])
-    findings = report["findings"]
+    findings = view.findings_of(report)
 
     observations: dict[tuple[str, str, str, str], oc.Observation] = {}
     for f in findings:
@@ -115,10 +116,10 @@ def build_oscal(report: Mapping[str, Any]) -> AssessmentResults:
         oscal_findings.append(oc.Finding(
             uuid=_uuid(rid, "finding", f["control"], f["target"]),
             title=f"{f['control']} on {f['target']}: {f['status']}",
-            description=f["message"] or f["title"],
+            description=f["message"] or f["title"] or f["control"],
             origins=[tool],
             target=oc.FindingTarget(
-                type="objective-id", target_id=f["control"], title=f["title"],
+                type="objective-id", target_id=f["control"], title=f["title"] or f["control"],
                 description=f"{f['control']} evaluated on {f['target']}",
                 status=oc.ObjectiveStatus(state=state, reason=reason),
                 props=_props(target=f["target"])),

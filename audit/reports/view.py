@@ -68,6 +68,17 @@ def worst(statuses: Iterable[str]) -> Status | None:
     return None
 
 
+_OPTIONAL = {"title": "", "severity": "", "site": None, "municipality": None, "message": "",
+             "evidence": None, "observed": None, "remediation": None, "references": {},
+             "waiver": None}
+
+
+def findings_of(report: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The report's findings with every optional field present (``raw_status`` defaults to
+    ``status``), so renderers never trip over a report written by an older Skydd."""
+    return [{**_OPTIONAL, "raw_status": f["status"], **f} for f in report["findings"]]
+
+
 @dataclass(frozen=True)
 class Cell:
     counts: Mapping[str, int]  # status -> count, only statuses that occur, worst first

@@ -256,3 +256,15 @@ def test_matrix_adds_other_municipalities_and_folds_many_into_one_column() -> No
     assert [c for c, _ in many.columns] == ["torsby", "sunne", "hagfors", "other", "joint"]
     assert dict(many.columns)["other"] == "12 other municipalities"
     assert dict(many.rows[3].cells["other"].counts) == {"fail": 12}
+
+
+def test_a_report_with_only_the_design_fields_renders(tmp_path: Path) -> None:
+    """DESIGN §4 lists fewer finding fields than the engine writes; renderers cope with both."""
+    keep = ("control", "level", "target", "site", "status", "raw_status", "message", "evidence",
+            "remediation", "references", "waiver")
+    report = _report(tmp_path)
+    report["findings"] = [{k: f[k] for k in keep} for f in report["findings"]]
+    html = render_html(report, CATALOG)
+    assert 'data-target="torsby-pki"' in html and "skydd apply --control d.key-files-private" in html
+    assert len(build_oscal(report).results[0].findings) == 6
+    assert ET.fromstring(render_junit(report)).get("failures") == "2"
