@@ -28,12 +28,17 @@ from ansible.module_utils.basic import AnsibleModule
 _FLOW_TYPES = {"basic-flow"}
 
 
+MASK = "**********"  # Keycloak never returns some config values; they count as unchanged
+
+
 def _subset_differs(current, desired):
     """The keys of ``desired`` whose value differs in ``current`` (dicts compared recursively
     for ``attributes`` and ``config``)."""
     out = {}
     for key, want in desired.items():
         have = current.get(key)
+        if have == MASK:
+            continue
         if isinstance(want, dict) and key in ("attributes", "config"):
             sub = _subset_differs(have or {}, want)
             if sub:
@@ -66,7 +71,9 @@ def realm_section(admin, settings, check):
     current = admin.realm_settings()
     diff = _subset_differs(current, settings)
     if diff and not check:
-        payload = dict(diff)
+        # the whole section, not only what differs: Keycloak updates some groups of fields (the
+        # OTP policy) only when their leading field is present
+        payload = dict(settings)
         if "attributes" in payload:
             payload["attributes"] = {**(current.get("attributes") or {}), **payload["attributes"]}
         admin.update_realm(payload)
@@ -103,6 +110,17 @@ def _flatten(admin, alias):
         name = ex.get("displayName") if ex.get("authenticationFlow") else ex.get("providerId")
         out.append({"level": ex["level"], "node": name, "requirement": ex["requirement"],
                     "config": config})
+    return out
+
+
+def _unmask(have, want):
+    """Take the desired value wherever Keycloak masked the current one."""
+    if have is None or len(have) != len(want):
+        return have
+    out = []
+    for h, w in zip(have, want):
+        cfg = {k: (w["config"].get(k, v) if v == MASK else v) for k, v in h["config"].items()}
+        out.append({**h, "config": cfg})
     return out
 
 
@@ -152,7 +170,7 @@ def flow_section(admin, settings, check):
     alias = settings["alias"]
     existing = next((f for f in admin.flows() if f["alias"] == alias), None)
     want = _desired_flat(settings["executions"])
-    have = _flatten(admin, alias) if existing else None
+    have = _unmask(_flatten(admin, alias) if existing else None, want)
     changed = have != want
     if changed and not check:
         realm = admin.realm_settings()

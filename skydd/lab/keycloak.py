@@ -38,8 +38,8 @@ HOSTNAME, HTTPS_PORT, MANAGEMENT_PORT = "localhost", 8443, 9000
 URL = f"https://{HOSTNAME}:{HTTPS_PORT}"
 REALM = "socialcare"
 REALM_FILE = Path(__file__).with_name("keycloak-realm.json")
-BUILD_OPTIONS = ("--db=dev-file", "--health-enabled=true", "--https-client-auth=request",
-                 "--https-management-client-auth=none")
+BUILD_OPTIONS = ("--db=dev-file", "--cache=local", "--health-enabled=true",
+                 "--https-client-auth=request", "--https-management-client-auth=none")
 READY_TIMEOUT = 240.0
 # Relative to the server's conf/ folder (Keycloak resolves CRL paths there): lab/pki/crl.pem.
 CRL_RELATIVE_PATH = "../../../pki/crl.pem"
@@ -112,7 +112,9 @@ class Service(LabService):
                f"--http-management-port={MANAGEMENT_PORT}",
                f"--https-certificate-file={pki.server_pem}",
                f"--https-certificate-key-file={pki.server_key}",
-               f"--https-trust-store-file={pki.eid_ca_pem}", "--import-realm"]
+               f"--https-trust-store-file={pki.eid_ca_pem}",
+               # the server's own truststore: Keycloak verifies the e-ID CA's CRL signature here
+               f"--truststore-paths={pki.eid_ca_pem}", "--import-realm"]
         env = {**os.environ, "JAVA_HOME": str(java), "KC_BOOTSTRAP_ADMIN_USERNAME": username,
                "KC_BOOTSTRAP_ADMIN_PASSWORD": password, "SKYDD_LAB_STAFF_PASSWORD": staff_password,
                "JAVA_OPTS_KC_HEAP": "-Xms64m -Xmx768m"}
