@@ -119,3 +119,22 @@ def test_unsigned_entries_and_recoveries_are_pointed_out(home: Path) -> None:
     assert "seq 7 records a torn last line" in r.stdout
     writer.close()
     assert "not signed yet" not in skydd(home).stdout
+
+
+def test_waiver_commands_leave_a_verifiable_trail(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    env = {**os.environ, "SKYDD_HOME": str(home)}
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([SKYDD, *args], capture_output=True, text=True, env=env, timeout=120)
+
+    r = cli("waiver", "request", "d.key-files-private", "--reason", "CA migration",
+            "--expires", "2027-01-31T00:00:00Z", "--requester", "alice")
+    assert r.returncode == 0, r.stderr
+    waiver = json.loads((home / "audit.log").read_text().splitlines()[0])["data"]["id"]
+    assert cli("waiver", "approve", waiver, "--approver", "bob").returncode == 0
+    got = [json.loads(x) for x in (home / "audit.log").read_text().splitlines()]
+    assert [(e["event"], e["actor"]) for e in got if e["event"] != "checkpoint"] == [
+        ("waiver.request", "alice"), ("waiver.approve", "bob")]
+    r = skydd(home)
+    assert r.returncode == 0 and "intact: 4 entries and 2 checkpoints verified" in r.stdout
