@@ -286,3 +286,26 @@ def test_appending_to_a_damaged_tail_is_refused(path: Path, signer: Signer) -> N
 def test_a_missing_log_cannot_be_verified(tmp_path: Path, signer: Signer) -> None:
     with pytest.raises(FileNotFoundError):
         verify_log(tmp_path / "absent.log", signer.public_key)
+
+
+def test_small_read_chunks_give_the_same_answers(path: Path, signer: Signer,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tail scans and verification read in chunks; lines that straddle chunks are handled."""
+    monkeypatch.setattr(log, "_CHUNK", 97)
+    with AuditLog(path, signer, clock=Clock(), checkpoint_every=7) as audit_log:
+        audit_log.append_many([("audit", "alice", {"i": i}) for i in range(5)])
+    for i in range(4):  # reopen each time: the head and the count since the checkpoint come from the tail
+        AuditLog(path, signer, clock=Clock(), checkpoint_every=7).append_many(
+            [("audit", "alice", {"i": i, "pad": "x" * (40 * i)}) for _ in range(3)])
+    got = entries(path)
+    since = 0
+    for e in got:
+        since = 0 if e["event"] == CHECKPOINT else since + 1
+        assert since <= 7
+    report = require_intact(path, signer.public_key)
+    assert report.entries == len(got) and report.unsigned == since
+    raw = lines(path)
+    del raw[9]
+    path.write_bytes(b"".join(raw))
+    p = verify_log(path, signer.public_key).problem
+    assert p is not None and (p.kind, p.seq, p.line) == (Problem.REMOVED, 9, 10)
