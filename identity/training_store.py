@@ -10,10 +10,10 @@ current time is always a parameter (``at``), never read here.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Iterable, Sequence
 
 from sqlalchemy import (DateTime, ForeignKey, Integer, String, Text, TypeDecorator, UniqueConstraint,
                         create_engine, event, func, select)
@@ -372,17 +372,3 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
 
 def _first_line(err: Exception) -> str:
     return str(getattr(err, "orig", None) or err).splitlines()[0]
-
-
-@dataclass
-class Catalogue:
-    """Courses and the roles that require them, as loaded from a catalogue file."""
-
-    courses: list[dict[str, Any]] = field(default_factory=list)
-    requirements: list[dict[str, str]] = field(default_factory=list)
-
-
-def iter_standings_overdue(standings: Iterable[UserStanding]) -> Iterator[tuple[UserStanding, CourseStanding]]:
-    for st in standings:
-        for c in st.overdue:
-            yield st, c
