@@ -56,11 +56,16 @@ def test_training_gates_the_socialcare_role(lab_home: Path) -> None:
 
     now = datetime.now(UTC)
     store = TrainingStore(store_url(lab_home), create=False)
-    untrained = sorted(s.username for s in store.standings(now) if not s.current)
+    standings = store.standings(now)
     store.close()
+    untrained = sorted(s.username for s in standings if not s.current)  # as seeded
+    current = {s.username for s in standings if s.current}
     before = directory(lab_home)
     assert untrained, "the lab store must hold users without current training"
     assert all(before[u].has_role for u in untrained)
+    # Everyone holding the role without current training loses it (also anyone an earlier test
+    # created with the role and no record at all).
+    losing = sorted(u for u, d in before.items() if d.has_role and u not in current)
 
     # As found: every level-e control fails.
     r = skydd(lab_home, "audit", "--level", "e")
@@ -70,7 +75,7 @@ def test_training_gates_the_socialcare_role(lab_home: Path) -> None:
     # The check run lists whose role would go, and changes nothing.
     r = skydd(lab_home, "apply", "--level", "e", "--check", "--diff")
     assert r.returncode == 0, r.stdout + r.stderr
-    for u in untrained:
+    for u in losing:
         assert re.search(rf"^\s*-{re.escape(u)}$", r.stderr, re.M), f"{u} not listed:\n{r.stderr}"
     assert "nothing ran for" not in r.stdout, r.stdout
     assert all(directory(lab_home)[u].has_role for u in untrained)
@@ -79,7 +84,7 @@ def test_training_gates_the_socialcare_role(lab_home: Path) -> None:
     r = skydd(lab_home, "apply", "--level", "e")
     assert r.returncode == 0, r.stdout + r.stderr
     after = directory(lab_home)
-    assert sorted(u for u, d in after.items() if before[u].has_role and not d.has_role) == untrained
+    assert sorted(u for u, d in after.items() if before[u].has_role and not d.has_role) == losing
     assert "re-audit: compliant (5 pass)" in r.stdout, r.stdout  # apply audits what it touched
     assert level_e_findings(lab_home) == dict.fromkeys(LEVEL_E, "pass")
 
