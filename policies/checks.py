@@ -8,8 +8,10 @@ absent raises ``EvidenceMissing`` so the engine reports ``error``, never ``pass`
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from collections.abc import Mapping as AbcMapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from typing import Any, Callable, Mapping, Sequence
 
 from .errors import CatalogError, EvidenceMissing
@@ -29,6 +31,7 @@ class Outcome:
 _SEGMENT = re.compile(r'\["((?:[^"\\]|\\.)*)"\]|\[(\d+)\]|([^.\[\]]+)')
 
 
+@lru_cache(maxsize=4096)
 def parse_path(path: str) -> tuple[str | int, ...]:
     """``a.b[0]["x.y"]`` → ``("a", "b", 0, "x.y")``; raises ``ValueError`` on junk."""
     segments: list[str | int] = []
@@ -52,7 +55,7 @@ def resolve(data: Any, path: tuple[str | int, ...], text: str) -> Any:
     for seg in path:
         if isinstance(seg, int) and isinstance(node, list) and -len(node) <= seg < len(node):
             node = node[seg]
-        elif isinstance(seg, str) and isinstance(node, Mapping) and seg in node:
+        elif isinstance(seg, str) and isinstance(node, (dict, AbcMapping)) and seg in node:
             node = node[seg]
         else:
             raise EvidenceMissing(f"evidence has no {text!r}")

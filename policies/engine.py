@@ -47,8 +47,13 @@ def evaluate(controls: Sequence[Control], evidence: Iterable[Evidence] | Mapping
     if at.tzinfo is None:
         raise ValueError("at must carry a timezone")
     by_kind = evidence if isinstance(evidence, Mapping) else index_evidence(evidence)
+    by_control: dict[str, list[Waiver]] = defaultdict(list)
+    for w in waivers:
+        if w.approver is not None:
+            by_control[w.control].append(w)
     findings: list[Finding] = []
     for control in controls:
+        relevant = by_control.get(control.id, [])
         items = by_kind.get(control.applies_to.evidence, [])
         if control.manual:
             # An attestation is about one control: its target is the control id.
@@ -56,16 +61,16 @@ def evaluate(controls: Sequence[Control], evidence: Iterable[Evidence] | Mapping
         if not items:
             findings.append(_finding(control, None, Status.MANUAL if control.manual else Status.ERROR,
                                      f"no {control.applies_to.evidence} evidence was collected",
-                                     None, waivers, at))
+                                     None, relevant, at))
             continue
         for ev in items:
             if ev.error is not None:
                 status = Status.MANUAL if control.manual else Status.ERROR
                 findings.append(_finding(control, ev, status, f"could not observe: {ev.error}",
-                                         None, waivers, at))
+                                         None, relevant, at))
                 continue
             status, message, observed = check_status(control, control.check, ev.data, at)
-            findings.append(_finding(control, ev, status, message, observed, waivers, at))
+            findings.append(_finding(control, ev, status, message, observed, relevant, at))
     return findings
 
 
@@ -74,7 +79,7 @@ def _finding(control: Control, ev: Evidence | None, raw: Status, message: str, o
     target = ev.target if ev else "-"
     status, waiver_info = raw, None
     for w in waivers:
-        if not w.covers(control.id, target) or w.approver is None:
+        if not w.covers(control.id, target):
             continue
         expired = not w.active(at)
         waiver_info = {"id": w.id, "reason": w.reason, "requester": w.requester,

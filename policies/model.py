@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
+from functools import cached_property
 from datetime import UTC, datetime
 from enum import Enum
 from typing import Any, Mapping
@@ -137,6 +138,11 @@ class Evidence:
                         municipality=municipality, digest=digest_of({"error": error}))
 
     def ref(self) -> dict[str, str]:
+        return dict(self._ref)
+
+    @cached_property
+    def _ref(self) -> dict[str, str]:
+        # Many findings share one piece of evidence: format its time once.
         return {"source": self.source, "collected_at": rfc3339(self.collected_at),
                 "digest": self.digest}
 
