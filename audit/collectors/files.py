@@ -14,9 +14,10 @@ class KeyStoreCollector(Collector):
     kinds = ("files.keystore",)
     timeout = 10.0
 
-    def __init__(self, source_id: str, path: Path, **kw: str | None) -> None:
+    def __init__(self, source_id: str, path: Path, owner_uid: int = 0, **kw: str | None) -> None:
         super().__init__(source_id, **kw)
         self.path = path
+        self.owner_uid = owner_uid
 
     def collect(self) -> Iterable[Observation]:
         if not self.path.is_dir():
@@ -33,10 +34,11 @@ class KeyStoreCollector(Collector):
                                 "mode": format(stat.S_IMODE(st.st_mode), "04o"), "uid": st.st_uid,
                                 "gid": st.st_gid})
             dirs.sort()
-        yield Observation(self.kinds[0], self.source_id, {"path": str(self.path), "files": entries})
+        yield Observation(self.kinds[0], self.source_id, {"path": str(self.path), "owner_uid": self.owner_uid,
+                                                       "files": entries})
 
 
 def from_inventory(inventory, home: Path) -> list[Collector]:
     munis = {s.id: s.municipality for s in inventory.sites}
-    return [KeyStoreCollector(k.id, Path(k.path), site=k.site, municipality=munis.get(k.site))
+    return [KeyStoreCollector(k.id, Path(k.path), k.owner_uid, site=k.site, municipality=munis.get(k.site))
             for k in inventory.key_stores]

@@ -17,7 +17,8 @@ def files_private(data: Any, params: Mapping[str, Any], at: datetime) -> Outcome
     files = resolve(data, ("files",), "files")
     if not isinstance(files, list) or not files:
         raise EvidenceMissing("no files observed in the key store")
-    owner = params.get("owner", 0)
+    # The owner the inventory declares travels with the evidence; the control's param is the default.
+    owner = data.get("owner_uid", params.get("owner", 0)) if isinstance(data, dict) else params.get("owner", 0)
     bad: dict[str, str] = {}
     for f in files:
         mode = int(f["mode"], 8)
