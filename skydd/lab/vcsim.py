@@ -96,7 +96,7 @@ def ensure_binary(progress: Progress, version: str = VERSION) -> Path:
         return target
     go = _go()
     target.parent.mkdir(parents=True, exist_ok=True)
-    progress(f"building vcsim {version} with go install (first run only, about 2 minutes)")
+    progress(f"building vcsim {version} with go install (first run only: a few minutes on 2 cores)")
     with tempfile.TemporaryDirectory(dir=target.parent, prefix=".build-") as tmp:
         env = {**os.environ, "GOBIN": tmp, "GOFLAGS": "-buildvcs=false",
                "GOTOOLCHAIN": os.environ.get("GOTOOLCHAIN", "local")}

@@ -24,6 +24,8 @@ CATALOG = [c for c in load_catalog().controls if c.level.value == "c"]
 UNOBSERVABLE_ON_VCSIM = {"c.esxi-ssh-disabled", "c.esxi-shell-disabled", "c.esxi-ntp"}
 AUTOMATABLE = {c.id for c in CATALOG if c.remediation is not None and not c.remediation.disruptive}
 DISRUPTIVE = {c.id for c in CATALOG if c.remediation is not None and c.remediation.disruptive}
+# Not automated (patching through vLCM, encryption with a key provider): they fail and stay failing.
+PLANNED = {c.id for c in CATALOG if c.remediation is None and not c.manual}
 
 
 def skydd(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -69,7 +71,8 @@ def test_level_c_fails_as_found_then_apply_fixes_and_reapply_changes_nothing(
         assert applicable(before[cid]) == {"fail"}, (cid, before[cid])
     for cid in UNOBSERVABLE_ON_VCSIM:
         assert applicable(before[cid]) == {"error"}, (cid, before[cid])
-    for cid in DISRUPTIVE | {"c.esxi-patch-baseline"}:
+    assert {"c.esxi-patch-baseline", "c.vm-encryption"} <= PLANNED
+    for cid in DISRUPTIVE | PLANNED:
         assert applicable(before[cid]) == {"fail"}, (cid, before[cid])
     assert before["c.in-building"] == {"c.in-building": "manual"}
 
@@ -86,7 +89,7 @@ def test_level_c_fails_as_found_then_apply_fixes_and_reapply_changes_nothing(
         assert applicable(after[cid]) == {"pass"}, (cid, after[cid])
     for cid in UNOBSERVABLE_ON_VCSIM:
         assert applicable(after[cid]) == {"error"}, (cid, after[cid])
-    for cid in DISRUPTIVE | {"c.esxi-patch-baseline"}:
+    for cid in DISRUPTIVE | PLANNED:
         assert applicable(after[cid]) == {"fail"}, (cid, after[cid])
 
     second = skydd(home, "apply", "--level", "c")
