@@ -25,7 +25,7 @@ $(CACHE)/.debian-stamp: .ci/debian-packages
 deps: $(BIN)/.stamp $(CACHE)/.debian-stamp
 
 demo: deps
-	bash .ci/demo
+	$(BIN)/skydd lab demo
 
 test: deps
 	$(BIN)/pytest -q -p no:cacheprovider tests

@@ -62,5 +62,22 @@ def status(fmt: Annotated[str, typer.Option("--format", help="json or table")] =
         print(f"{name:<10} {st.get('state', '?'):<5} {st.get('endpoint', '')}")
 
 
+@lab_app.command("demo")
+def demo(keep: Annotated[bool, typer.Option("--keep", help="Leave the lab running afterwards.")] = False) -> None:
+    """The whole cycle: lab up, audit (fails), apply, attest, audit (passes), lab down."""
+    from ..lab.demo import run_demo
+
+    settings = Settings.from_env()
+    settings.ensure()
+    try:
+        report = run_demo(settings, lambda msg: err.print(f"[bold]== {msg}[/]"), keep=keep)
+    except LabError as e:
+        err.print(f"demo: {e}")
+        raise typer.Exit(1) from e
+    print(f"signed report: {report / 'report.json'}")
+    print(f"readable report: {report / 'report.html'}")
+    print(f"verify it: skydd report verify {report / 'report.json'}")
+
+
 def register(app: typer.Typer) -> None:
     app.add_typer(lab_app, name="lab")
