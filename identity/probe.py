@@ -33,6 +33,7 @@ from .keycloak_admin import KeycloakAdmin, KeycloakAdminError
 from .totp import OtpPolicy, OtpStore, b32_of_raw
 
 MAX_STEPS = 8
+MAX_LOCKOUT_ATTEMPTS = 10  # a threshold above this is a failing policy anyway
 
 
 class ProbeError(Exception):
@@ -132,6 +133,7 @@ class LoginProbe:
         self.policy = OtpPolicy(int(realm.get("otpPolicyDigits", 6)), int(realm.get("otpPolicyPeriod", 30)),
                                 realm.get("otpPolicyAlgorithm", "HmacSHA1"))
         self.failure_factor = int(realm.get("failureFactor") or 5)
+        self.lockout_attempts = min(self.failure_factor, MAX_LOCKOUT_ATTEMPTS)
         client = admin.client_by_client_id(settings.client_id)
         if client is None:
             raise ProbeError(f"no client {settings.client_id!r} in realm {settings.realm}")
@@ -312,7 +314,7 @@ class LoginProbe:
             self.login(s.lockout_username, card=s.lockout_card, password=False, otp="right", enroll=True)
         self.admin.clear_brute_force(user_id)
         wrong = [self.login(s.lockout_username, card=s.lockout_card, password=True, otp="wrong")
-                 for _ in range(self.failure_factor)]
+                 for _ in range(self.lockout_attempts)]
         status = self.admin.brute_force_status(user_id)
         after = self.login(s.lockout_username, card=s.lockout_card, password=True, otp="right")
         self.admin.clear_brute_force(user_id)
