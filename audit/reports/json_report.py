@@ -29,7 +29,8 @@ def build_report(findings: Sequence[Finding], *, at: datetime, inventory: Mappin
         "catalog": dict(catalog),
         "selection": dict(selection or {}),
         "summary": summarize(findings),
-        "drift": dict(drift or {"previous": None, "newly_failing": [], "newly_fixed": []}),
+        "drift": dict(drift or {"previous": None, "newly_failing": [], "newly_fixed": [],
+                                 "transitions": []}),
         "findings": [f.to_dict() for f in findings],
     }
 
