@@ -13,7 +13,8 @@ from audit import log
 from audit.collectors import Collector, collectors_for, run_collectors
 from audit.collectors.bundle import BundleCollector, write_bundle
 from audit.errors import BundleError
-from audit.history import History, drift
+from audit.history import History, HistoryError, drift
+from audit.reports.json_report import build_report
 from audit.reports import write_reports
 from audit.signing import load_signer
 from policies import Catalog, Control, Level, evaluate, exit_code, load_catalog
@@ -67,6 +68,7 @@ class AuditResult:
     report: dict
     out_dir: Path
     exit_code: int
+    warnings: tuple[str, ...] = ()
 
 
 Progress = Callable[[str, str], None]
@@ -101,23 +103,39 @@ def run_audit(settings: Settings, inventory_path: Path | None, selection: Select
             raise InputError(f"--capture: {err}") from err
     at = clock()
     findings = evaluate(controls, evidence, WaiverStore(settings.home).all(), at)
-    history = History(settings.history_url)
-    from audit.reports.json_report import build_report
+    warnings: list[str] = []
+    history: History | None = None
+    previous = None
+    try:
+        history = History(settings.history_url)
+        previous = history.previous(inventory.name)
+    except HistoryError as err:
+        # The findings stand without history; only "what changed" is lost, and the report says so.
+        warnings.append(f"drift not computed: {err}")
     report = build_report(findings, at=at,
                           inventory={"name": inventory.name, "digest": inv_digest},
                           catalog={"version": catalog.version, "digest": catalog.digest},
                           selection=selection.as_dict())
-    report["drift"] = drift(history.previous(inventory.name), report["findings"])
+    report["drift"] = drift(previous, report["findings"])
+    if warnings:
+        report["drift"]["unavailable"] = warnings[0]
     signer = load_signer(settings.home)
     final = out_dir or settings.reports / f"{at:%Y%m%dT%H%M%SZ}-{report['id'][:8]}"
     _write_atomically(final, lambda d: write_reports(report, d, signer, catalog))
-    history.record(report)
+    if history is not None:
+        try:
+            if not warnings:
+                history.record(report)
+        except HistoryError as err:
+            warnings.append(f"audit not kept in history: {err}")
+        finally:
+            history.close()
     code = exit_code(report["summary"])
     log.append(settings.audit_log, signer, "audit", actor,
                {"report": report["id"], "status": report["summary"]["status"],
                 "out": str(final), "selection": selection.as_dict()})
     _point_latest(settings.reports, final)
-    return AuditResult(report, final, code)
+    return AuditResult(report, final, code, tuple(warnings))
 
 
 def _write_atomically(final: Path, write: Callable[[Path], None]) -> None:

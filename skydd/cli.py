@@ -67,6 +67,8 @@ def audit(
                            bundle=evidence, capture=capture, progress=progress, actor=actor())
     summary = result.report["summary"]
     drift = result.report["drift"]
+    for warning in result.warnings:
+        err.print(f"warning: {warning}")
     for lv, counts in summary["levels"].items():
         shown = ", ".join(f"{n} {s}" for s, n in counts.items() if n)
         if shown:

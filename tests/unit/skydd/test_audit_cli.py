@@ -122,3 +122,16 @@ def test_bad_input_is_one_line_without_traceback(tmp_path: Path, args, needle) -
     assert "Traceback" not in r.stderr
     if args[0] != "report":
         assert r.returncode == 2
+
+
+def test_unreachable_history_still_writes_the_signed_report(tmp_path: Path, keystore: Path) -> None:
+    home = tmp_path / "home"
+    env_url = "postgresql+psycopg://skydd@127.0.0.1:1/none?connect_timeout=2"
+    r = subprocess.run([SKYDD, "audit", "--inventory", str(inventory(tmp_path, keystore)),
+                        "--control", CONTROL], capture_output=True, text=True, timeout=120,
+                       env={**os.environ, "SKYDD_HOME": str(home), "SKYDD_HISTORY_URL": env_url})
+    assert r.returncode == 1, r.stderr
+    assert "warning: drift not computed" in r.stderr
+    report = json.loads((home / "reports" / "latest" / "report.json").read_text())
+    assert "cannot" in report["drift"]["unavailable"]
+    assert run(home, "report", "verify", str(home / "reports" / "latest" / "report.json")).returncode == 0
