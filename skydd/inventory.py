@@ -129,12 +129,28 @@ class Hypervisor(_Strict):
 
 
 class Database(_Strict):
+    """One PostgreSQL cluster of a system: the primary or its mirror.
+
+    Skydd connects as ``user`` over ``socket_dir`` when set (the lab's clusters; peer
+    authentication), else over TCP to ``host``. ``data_dir`` and ``namespace`` tell the
+    ``pg_mirror`` role where the cluster lives; ``replication_*`` and the TLS files are the
+    primary's side of the replication to the mirror.
+    """
+
     host: str
-    port: int = 5432
+    port: int = Field(default=5432, ge=1, le=65535)
     name: str
     user: str = "skydd"
     password: SecretRef | None = None
     namespace: str | None = None
+    socket_dir: str | None = None
+    data_dir: str | None = None
+    log_file: str | None = None
+    replication_user: str = Field(default="replicator", pattern=r"^[a-z_][a-z0-9_]{0,62}$")
+    replication_password: SecretRef | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    ca_file: str | None = None
 
 
 class System(_Strict):
@@ -233,6 +249,8 @@ class Inventory(_Strict):
                     raise _RefError(("systems", i, fld), f"unknown site {getattr(sy, fld)!r}")
             if sy.municipality not in munis:
                 raise _RefError(("systems", i, "municipality"), f"unknown municipality {sy.municipality!r}")
+            if sy.mirror_db is not None and sy.primary_db is None:
+                raise _RefError(("systems", i, "mirror_db"), "a mirror needs a primary_db")
         return self
 
     def site(self, site_id: str) -> Site:

@@ -10,7 +10,7 @@ from typing import Any, Iterable
 from .interface import Collector, CollectorError, Observation, run_collectors
 
 # Every collector module; a level adds its own here.
-MODULES = ("files", "training", "vsphere", "keycloak", "attestation", "nftables", "suricata", "traffic")
+MODULES = ("files", "training", "vsphere", "keycloak", "attestation", "nftables", "suricata", "traffic", "postgres")
 
 
 def collectors_for(inventory: Any, home: Path, kinds: Iterable[str]) -> list[Collector]:

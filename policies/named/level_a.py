@@ -67,3 +67,68 @@ def mirror_within_rpo(data: Any, params: Mapping[str, Any], at: datetime) -> Out
         return Outcome(False, "; ".join(problems), observed)
     return Outcome(True, f"byte lag {observed['byte_lag']}, reply {observed['reply_age_s']:.1f} s, "
                          f"heartbeat {hb_lag:.1f} s, all within RPO {rpo:g} s", observed)
+
+
+def _sender(data: Any, name: str) -> Mapping[str, Any] | None:
+    senders = _get(data, "primary", "walsenders")
+    if not isinstance(senders, list):
+        raise EvidenceMissing("primary.walsenders is not a list")
+    return next((s for s in senders if isinstance(s, Mapping) and s.get("application_name") == name),
+                None)
+
+
+# An empty pg_stat_replication or pg_replication_slots is an observation (no replication), so
+# these controls fail on it; only evidence that was not collected at all is an error.
+
+@named_check("replication_streaming")
+def replication_streaming(data: Any, params: Mapping[str, Any], at: datetime) -> Outcome:
+    name = str(params.get("application_name", "site4"))
+    sender = _sender(data, name)
+    receiver = _get(data, "mirror", "receiver_status")
+    observed = {"walsender.state": sender.get("state") if sender else None,
+                "mirror.receiver_status": receiver}
+    if sender is None:
+        return Outcome(False, f"no WAL sender for {name!r} on the primary: the mirror does not "
+                              "replicate", observed)
+    if sender.get("state") != "streaming":
+        return Outcome(False, f"the WAL sender for {name!r} is {sender.get('state')!r}, not streaming",
+                       observed)
+    if receiver != "streaming":
+        return Outcome(False, f"the mirror's WAL receiver is {receiver!r}, not streaming", observed)
+    return Outcome(True, f"{name!r} streaming, seen from the primary and the mirror", observed)
+
+
+@named_check("replication_encrypted")
+def replication_encrypted(data: Any, params: Mapping[str, Any], at: datetime) -> Outcome:
+    name = str(params.get("application_name", "site4"))
+    sender = _sender(data, name)
+    if sender is None:
+        return Outcome(False, f"no replication connection for {name!r} to judge: the mirror does "
+                              "not replicate", {"walsender": None})
+    observed = {"ssl": sender.get("ssl"), "ssl_version": sender.get("ssl_version")}
+    if sender.get("ssl") is not True:
+        return Outcome(False, f"the replication connection of {name!r} is not encrypted", observed)
+    return Outcome(True, f"the replication connection of {name!r} uses TLS "
+                         f"({sender.get('ssl_version') or 'version not reported'})", observed)
+
+
+@named_check("replication_slot")
+def replication_slot(data: Any, params: Mapping[str, Any], at: datetime) -> Outcome:
+    name = str(params.get("slot_name", "site4"))
+    ok_status = tuple(params.get("wal_status", ("reserved", "extended")))
+    slots = _get(data, "primary", "slots")
+    if not isinstance(slots, list):
+        raise EvidenceMissing("primary.slots is not a list")
+    slot = next((s for s in slots if isinstance(s, Mapping) and s.get("slot_name") == name), None)
+    if slot is None:
+        return Outcome(False, f"no replication slot {name!r} on the primary",
+                       {"slots": [s.get("slot_name") for s in slots if isinstance(s, Mapping)]})
+    observed = {"active": slot.get("active"), "wal_status": slot.get("wal_status"),
+                "slot_type": slot.get("slot_type")}
+    if slot.get("slot_type", "physical") != "physical":
+        return Outcome(False, f"slot {name!r} is {slot.get('slot_type')}, not physical", observed)
+    if slot.get("active") is not True:
+        return Outcome(False, f"slot {name!r} is not in use by the mirror", observed)
+    if slot.get("wal_status") not in ok_status:
+        return Outcome(False, f"slot {name!r} has WAL status {slot.get('wal_status')!r}", observed)
+    return Outcome(True, f"slot {name!r} active, WAL {slot.get('wal_status')}", observed)

@@ -9,7 +9,7 @@ from pathlib import Path
 from .service import LabService
 
 # Start order: the network first (others live in its namespaces), vcsim last.
-SERVICES: tuple[str, ...] = ("network", "keycloak", "training", "vcsim")
+SERVICES: tuple[str, ...] = ("network", "postgres", "keycloak", "training", "vcsim")
 
 
 def services(home: Path, only: list[str] | None = None) -> list[LabService]:
