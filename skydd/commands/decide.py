@@ -51,7 +51,11 @@ def decide(
     """The access decision for a token, as JSON. Exit 0 allow, 1 deny, 2 bad input."""
     settings = Settings.from_env()
     token = read_token(token_file)
-    decision = _decider(inventory, settings).decide(token, datetime.now(UTC))
+    decider = _decider(inventory, settings)
+    try:
+        decision = decider.decide(token, datetime.now(UTC))
+    finally:
+        decider.close()
     print(json.dumps(decision.to_dict(), indent=2, ensure_ascii=False))
     raise typer.Exit(0 if decision.allow else 1)
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -20,7 +22,12 @@ def utc_now() -> datetime:
 
 def create_app(decider: AccessDecision, *, clock: Clock = utc_now) -> FastAPI:
     """The app around one decision service. No docs, no OpenAPI: nothing but the API."""
-    app = FastAPI(title="Skydd", docs_url=None, redoc_url=None, openapi_url=None)
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        decider.close()  # seal the deny log with a signed checkpoint
+
+    app = FastAPI(title="Skydd", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
     app.include_router(router(decider, clock))
     app.add_middleware(SecurityHeaders)
     return app

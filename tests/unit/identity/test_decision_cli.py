@@ -61,6 +61,11 @@ def test_decide_allow_deny_and_bad_input(idp: FakeIdp, setup: tuple[Path, dict[s
     assert [x["code"] for x in json.loads(r.stdout)["reasons"]] == ["acr", "amr"]
     log = (Path(env["SKYDD_HOME"]) / "audit.log").read_text()
     assert '"access.deny"' in log and weak.read_text() not in log
+    assert skydd("log", "verify", env=env).returncode == 0
+    from audit.log import verify_log
+    from audit.signing import load_signer
+    report = verify_log(Path(env["SKYDD_HOME"]) / "audit.log", load_signer(Path(env["SKYDD_HOME"])).public_key)
+    assert report.problem is None and report.last_checkpoint == report.head_seq  # sealed on close
     r = skydd("decide", "--token-file", str(tmp_path / "missing.jwt"), "--inventory", str(inventory), env=env)
     assert r.returncode == 2 and "missing.jwt" in r.stderr and "Traceback" not in r.stderr
     (tmp_path / "empty.jwt").write_text("")
