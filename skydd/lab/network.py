@@ -87,7 +87,7 @@ class Service(LabService):
         leftovers = lab_namespaces()
         if leftovers:
             progress(f"cleaning up {len(leftovers)} namespaces left from an earlier run")
-            self._teardown(progress)
+        self._teardown(progress)  # also stale firewall state (rule files, pid files) of a crash
         self.state_dir.mkdir(parents=True, exist_ok=True)
         try:
             self._build(inv, progress)
@@ -161,10 +161,12 @@ class Service(LabService):
         if dc is None:
             raise LabError("the lab inventory has no classified segment with a namespace")
         cert, key = _lab_cert(self.dc_dir(), dc.host)
+        # A real database in the dc (the postgres lab service) takes the database port.
+        db_port = 0 if any(s.primary_db and s.primary_db.host == dc.host for s in inv.systems) else 5432
         log = open(self.dc_dir() / "standin.log", "ab")
         proc = subprocess.Popen(
             ["ip", "netns", "exec", dc.namespace, sys.executable, "-m", "skydd.lab.network_dc",
-             "--bind", dc.host, "--cert", str(cert), "--key", str(key)],
+             "--bind", dc.host, "--cert", str(cert), "--key", str(key), "--db-port", str(db_port)],
             stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True)
         (self.dc_dir() / "standin.pid").write_text(str(proc.pid))
         deadline = time.monotonic() + 15
@@ -172,7 +174,7 @@ class Service(LabService):
             if proc.poll() is not None:
                 raise LabError(f"the dc stand-in exited: see {self.dc_dir() / 'standin.log'}")
             ready = _run("ip", "netns", "exec", dc.namespace, "ss", "-Hltn", check=False).stdout
-            if f"{dc.host}:443" in ready and f"{dc.host}:5432" in ready:
+            if f"{dc.host}:443" in ready and (not db_port or f"{dc.host}:5432" in ready):
                 progress(f"dc stand-in serving https://{dc.host}:443 and tcp/5432")
                 return
             time.sleep(0.1)
