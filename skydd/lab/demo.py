@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
@@ -31,7 +32,16 @@ def _skydd(*args: str) -> int:
     return subprocess.call([sys.executable, "-m", "skydd", *args])
 
 
+def reset_lab(settings: Settings) -> None:
+    """Start from the lab as found: stop it and remove its state (not keys, log or history)."""
+    _skydd("lab", "down")
+    shutil.rmtree(settings.lab, ignore_errors=True)
+    (settings.home / "training.db").unlink(missing_ok=True)
+
+
 def run_demo(settings: Settings, say: Say, *, keep: bool = False) -> Path:
+    say("0/4 start the lab as found (unhardened)")
+    reset_lab(settings)
     if _skydd("lab", "up") != 0:
         raise LabError("the lab did not come up (see above); 'skydd lab down' cleans up")
     try:
