@@ -306,7 +306,8 @@ def grant_traverse(path: Path, uid: int) -> list[dict[str, Any]]:
         except OSError:
             has_acl = False
         if has_acl:
-            continue  # an ACL someone set: do not rewrite it
+            _unmask(d, uid)  # ours, masked by a later chmod (pytest does that to its root)
+            continue  # an ACL someone else set: do not rewrite it
         mode = st.st_mode & 0o777
         try:
             os.setxattr(d, "system.posix_acl_access", _acl(mode, uid))
@@ -316,6 +317,19 @@ def grant_traverse(path: Path, uid: int) -> list[dict[str, Any]]:
                            "others may traverse") from err
         granted.append({"path": str(d), "mode": mode})
     return granted
+
+
+def _unmask(d: Path, uid: int) -> None:
+    """Re-open the mask of an ACL that holds our ``uid:--x`` entry."""
+    import struct
+    raw = os.getxattr(d, "system.posix_acl_access")
+    entries = [struct.unpack_from("<HHI", raw, 4 + 8 * i) for i in range((len(raw) - 4) // 8)]
+    if (0x02, 1, uid) not in entries:
+        return
+    fixed = [(t, p | 1 if t == 0x10 else p, i) for t, p, i in entries]
+    if fixed != entries:
+        os.setxattr(d, "system.posix_acl_access",
+                    raw[:4] + b"".join(struct.pack("<HHI", *e) for e in fixed))
 
 
 def revoke_traverse(granted: list[dict[str, Any]]) -> None:
