@@ -126,3 +126,35 @@ def test_probe_scenarios_after_hardening(journey: dict[str, Any]) -> None:
     assert sc["lockout"]["locked"] is True and sc["lockout"]["after_lock"]["outcome"] == "refused"
     token = home / "lab" / "keycloak" / "probe" / "access-token"
     assert token.stat().st_mode & 0o777 == 0o600 and token.read_text().count(".") == 2
+
+
+def test_access_decision_on_the_real_card_otp_token(journey: dict[str, Any], tmp_path: Path) -> None:
+    """The allow path end to end: the probe's card+OTP token from the hardened realm is allowed
+    by ``skydd decide`` while the user's training is current, and denied for ``training`` alone
+    once it has lapsed."""
+    home = journey["home"]
+    token = home / "lab" / "keycloak" / "probe" / "access-token"
+    assert token.exists(), "the login probe saves the card+OTP token (test_probe_scenarios_after_hardening)"
+    decide_home = tmp_path / "decide-home"
+    decide_home.mkdir()
+    records = tmp_path / "training.yaml"
+    settings = decide_home / "identity.yaml"
+    settings.write_text(f"training_file: {records}\n")
+    env_home = {"SKYDD_HOME": str(decide_home)}
+    inventory = tmp_path / "inventory.yaml"
+    inventory.write_text((Path(__file__).resolve().parents[2] / "skydd" / "lab" / "inventory.yaml")
+                         .read_text().replace("${SKYDD_HOME}", str(home)))
+
+    def decide(valid_until: str) -> tuple[int, dict[str, Any]]:
+        records.write_text("required: [information-security]\nusers:\n"
+                           f"  probe.card: {{information-security: {valid_until}}}\n")
+        r = subprocess.run([SKYDD, "decide", "--token-file", str(token), "--inventory", str(inventory)],
+                           env={**os.environ, **env_home}, capture_output=True, text=True, timeout=120)
+        assert r.returncode in (0, 1), r.stderr
+        return r.returncode, json.loads(r.stdout)
+
+    code, allowed = decide("2099-01-01T00:00:00Z")
+    assert code == 0 and allowed["decision"] == "allow", allowed
+    code, denied = decide("2020-01-01T00:00:00Z")
+    assert code == 1 and [r["code"] for r in denied["reasons"]] == ["training"], denied
+    assert '"access.deny"' in (decide_home / "audit.log").read_text()
