@@ -52,18 +52,13 @@ class TrainingSource(Protocol):
 
 
 def _as_time(value: Any, where: str) -> datetime:
-    if isinstance(value, datetime):
-        moment = value
-    elif isinstance(value, str):
-        try:
-            moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-        except ValueError as err:
-            raise TrainingUnavailable(f"{where}: {value!r} is not an RFC 3339 time") from err
-    else:
-        raise TrainingUnavailable(f"{where}: expected a time, got {type(value).__name__}")
-    if moment.tzinfo is None:
-        raise TrainingUnavailable(f"{where}: {value!r} has no timezone")
-    return moment.astimezone(UTC)
+    from policies.checks import parse_time
+    from policies.errors import EvidenceMissing
+
+    try:
+        return parse_time(value)
+    except EvidenceMissing as err:
+        raise TrainingUnavailable(f"{where}: {err}") from err
 
 
 @dataclass(frozen=True)

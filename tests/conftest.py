@@ -13,6 +13,18 @@ REPO = Path(__file__).resolve().parent.parent
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
+_MARKED_FOLDERS = {"lab": pytest.mark.lab, "browser": pytest.mark.browser}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests under tests/lab carry the ``lab`` marker, under tests/browser ``browser``."""
+    root = Path(__file__).parent
+    for item in items:
+        parts = Path(str(item.fspath)).relative_to(root).parts
+        if parts and parts[0] in _MARKED_FOLDERS:
+            item.add_marker(_MARKED_FOLDERS[parts[0]])
+
+
 @pytest.fixture
 def skydd_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     home = tmp_path / "home"

@@ -10,7 +10,7 @@ import hashlib
 import hmac
 import json
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import jwt
 import pytest
@@ -30,13 +30,6 @@ from .fake_idp import FakeIdp, RealmKey
 AT = dt.datetime(2026, 11, 25, 12, 0, tzinfo=dt.UTC)
 SETTINGS = IdentitySettings(jwks_lifespan_seconds=300, jwks_cooldown_seconds=30,
                             jwks_stale_seconds=600, leeway_seconds=10)
-
-
-@pytest.fixture(scope="module")
-def idp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeIdp]:
-    server = FakeIdp(tmp_path_factory.mktemp("idp"))
-    yield server
-    server.stop()
 
 
 @pytest.fixture

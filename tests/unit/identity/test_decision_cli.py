@@ -10,7 +10,6 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Iterator
 
 import httpx
 import pytest
@@ -19,13 +18,6 @@ from ruamel.yaml import YAML
 from .fake_idp import FakeIdp
 
 REPO = Path(__file__).resolve().parents[3]
-
-
-@pytest.fixture(scope="module")
-def idp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeIdp]:
-    server = FakeIdp(tmp_path_factory.mktemp("idp"))
-    yield server
-    server.stop()
 
 
 @pytest.fixture

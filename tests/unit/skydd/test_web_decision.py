@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 from fastapi.testclient import TestClient
@@ -22,13 +21,6 @@ AT = dt.datetime(2026, 11, 25, 12, 0, tzinfo=dt.UTC)
 class Trained:
     def training_status(self, username: str, hsa_id: str | None, at: dt.datetime) -> TrainingStatus:
         return TrainingStatus(username != "untrained.sunne", "course it-security expired")
-
-
-@pytest.fixture(scope="module")
-def idp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeIdp]:
-    server = FakeIdp(tmp_path_factory.mktemp("idp"))
-    yield server
-    server.stop()
 
 
 @pytest.fixture
