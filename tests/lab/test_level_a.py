@@ -71,9 +71,9 @@ def reopen(home: Path) -> None:
     grant_traverse(home / "lab" / "postgres", pwd.getpwnam("postgres").pw_uid)
 
 
-def _primary(home: Path) -> psycopg.Connection:
+def _primary(home: Path, which: str = "primary_db") -> psycopg.Connection:
     inv, _ = load_inventory(home=home)
-    db = next(s for s in inv.systems if s.id == "socialcare").primary_db
+    db = getattr(next(s for s in inv.systems if s.id == "socialcare"), which)
     assert db is not None
     return psycopg.connect(host=db.socket_dir, port=db.port, dbname=db.name, user="postgres",
                            autocommit=True)
@@ -92,12 +92,15 @@ def test_level_a_fails_as_found_then_apply_and_attestations_pass(mirror_lab: Pat
         assert conn.execute("SELECT count(*) FROM clients").fetchone()[0] == 3
         assert conn.execute("SELECT count(*) FROM pg_stat_replication").fetchone()[0] == 0
 
-    # --check --diff plans the slot and makes nothing.
+    # --check --diff shows the pg_hba.conf line it would add and makes nothing.
     reopen(home)
-    check = skydd(home, "apply", "--control", "a.replication-slot", "--check", "--diff")
+    check = skydd(home, "apply", "--level", "a", "--check", "--diff")
     assert check.returncode == 0, check.stdout[-3000:] + check.stderr[-3000:]
+    assert re.search(r"\+hostssl\s+replication\s+replicator\s+10\.0\.40\.2/32", check.stdout + check.stderr), \
+        check.stderr[-3000:]
     with _primary(home) as conn:
         assert conn.execute("SELECT count(*) FROM pg_replication_slots").fetchone()[0] == 0
+        assert conn.execute("SHOW ssl").fetchone()[0] == "off"
 
     reopen(home)
     first = skydd(home, "apply", "--level", "a")
@@ -117,6 +120,8 @@ def test_level_a_fails_as_found_then_apply_and_attestations_pass(mirror_lab: Pat
         row = conn.execute("SELECT host(r.client_addr), s.ssl FROM pg_stat_replication r "
                            "JOIN pg_stat_ssl s USING (pid) WHERE application_name = 'site4'").fetchone()
     assert row == ("10.0.40.2", True)
+    with _primary(home, "mirror_db") as conn:  # the care records, readable at the fourth site
+        assert conn.execute("SELECT pg_is_in_recovery(), count(*) FROM clients").fetchone() == (True, 3)
 
     reopen(home)
     second = skydd(home, "apply", "--level", "a")
