@@ -143,6 +143,7 @@ class Service(LabService):
             raise LabError(f"namespace {', '.join(sorted(set(map(str, missing))))} is missing: start the "
                            "network first (skydd lab up --only network,postgres)")
         self._stop_all(lambda m: None)  # what a crashed earlier run left
+        revoke_traverse(self._read_state().get("granted", []))
         shutil.rmtree(self.state_dir, ignore_errors=True)
         self.state_dir.mkdir(parents=True, mode=0o755)
         os.chmod(self.state_dir, 0o755)
