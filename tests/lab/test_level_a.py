@@ -134,9 +134,12 @@ def test_cutting_the_link_to_site4_fails_the_rpo_and_restoring_it_passes(mirror_
                                                                          tmp_path: Path) -> None:
     home = mirror_lab
     code, by, messages = audit(home, tmp_path / "healthy")
-    if statuses(by, "a.mirror-within-rpo") != {"pass"}:
-        pytest.fail(f"the mirror must stream before the partition (run after the apply test): "
-                    f"{messages['a.mirror-within-rpo']}")
+    if statuses(by, "a.mirror-within-rpo") != {"pass"}:  # run alone: build the mirror first
+        reopen(home)
+        applied = skydd(home, "apply", "--level", "a")
+        assert applied.returncode == 0, applied.stdout[-3000:] + applied.stderr[-3000:]
+        code, by, messages = audit(home, tmp_path / "applied")
+    assert statuses(by, "a.mirror-within-rpo") == {"pass"}, messages["a.mirror-within-rpo"]
     subprocess.run(["ip", "-n", CORE, "link", "set", SITE4_LINK, "down"], check=True)
     try:
         cut = time.monotonic()
