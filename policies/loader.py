@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -16,6 +16,7 @@ from .model import AppliesTo, Control, Level, Remediation, Severity
 
 CATALOG_DIR = Path(__file__).parent / "catalog"
 FRAMEWORKS_DIR = Path(__file__).parent / "frameworks"
+PROFILES_DIR = Path(__file__).parent / "profiles"
 
 _REQUIRED = ("id", "level", "title", "description", "rationale", "severity", "references",
              "applies_to", "check", "remediation")
@@ -44,6 +45,16 @@ class Framework:
 
 
 @dataclass(frozen=True)
+class Profile:
+    """A named tailoring of the catalog: the controls it leaves out, each with the reason."""
+
+    id: str
+    title: str
+    description: str
+    exclude: Mapping[str, str]
+
+
+@dataclass(frozen=True)
 class Fixture:
     control: Control
     name: str
@@ -57,6 +68,7 @@ class Catalog:
     frameworks: Mapping[str, Framework]
     digest: str
     version: str = "1"
+    profiles: Mapping[str, Profile] = field(default_factory=dict)
 
     def by_id(self) -> dict[str, Control]:
         return {c.id: c for c in self.controls}
@@ -80,8 +92,30 @@ def load_frameworks(directory: Path = FRAMEWORKS_DIR) -> dict[str, Framework]:
     return frameworks
 
 
+def load_profiles(directory: Path, known: set[str]) -> dict[str, Profile]:
+    profiles: dict[str, Profile] = {}
+    for path in sorted(directory.glob("*.yaml")):
+        doc = read_yaml(path)
+        if not isinstance(doc, Mapping) or set(doc) != {"id", "title", "description", "exclude"}:
+            raise CatalogError(str(path), None, "needs exactly the keys id, title, description, exclude")
+        if doc["id"] != path.stem:
+            raise CatalogError(str(path), "id", f"must match the file name {path.stem!r}")
+        exclude = doc["exclude"]
+        if not isinstance(exclude, Mapping):
+            raise CatalogError(str(path), "exclude", "must map control id to the reason")
+        for cid, why in exclude.items():
+            if cid not in known:
+                raise CatalogError(str(path), f"exclude.{cid}", "unknown control")
+            if not isinstance(why, str) or not why.strip():
+                raise CatalogError(str(path), f"exclude.{cid}", "needs the reason it is left out")
+        profiles[path.stem] = Profile(path.stem, str(doc["title"]), str(doc["description"]).strip(),
+                                      {str(k): v.strip() for k, v in exclude.items()})
+    return profiles
+
+
 def load_catalog(directory: Path = CATALOG_DIR,
-                 frameworks_dir: Path = FRAMEWORKS_DIR) -> Catalog:
+                 frameworks_dir: Path = FRAMEWORKS_DIR,
+                 profiles_dir: Path = PROFILES_DIR) -> Catalog:
     """Load every ``<level>/<control-id>/control.yaml`` under ``directory``."""
     frameworks = load_frameworks(frameworks_dir)
     controls: list[Control] = []
@@ -97,7 +131,10 @@ def load_catalog(directory: Path = CATALOG_DIR,
         if c.id in seen:
             raise CatalogError(c.path, "id", f"duplicate control id {c.id!r}")
         seen.add(c.id)
-    return Catalog(tuple(controls), frameworks, "sha256:" + digest.hexdigest())
+    profiles = load_profiles(profiles_dir, seen)
+    for path in sorted(profiles_dir.glob("*.yaml")):
+        digest.update(b"profile\0" + path.name.encode() + b"\0" + path.read_bytes())
+    return Catalog(tuple(controls), frameworks, "sha256:" + digest.hexdigest(), profiles=profiles)
 
 
 def parse_control(doc: Any, path: Path, frameworks: Mapping[str, Framework]) -> Control:

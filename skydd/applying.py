@@ -242,7 +242,8 @@ def run_apply(settings: Settings, inventory_path: Path | None, selection: Select
     _log(settings, actor, selection, options, result, inv_digest, limit, clock())
     if reaudit and not options.check and len(result.not_run) < len(the_plan.runs):
         touched = Selection(levels=tuple(levels_in(the_plan)),
-                            controls=tuple(c.id for c in the_plan.controls), site=selection.site)
+                            controls=tuple(c.id for c in the_plan.controls), site=selection.site,
+                            profile=selection.profile)
         try:
             result.audit = run_audit(settings, inventory_path, touched, progress=audit_progress,
                                      actor=actor, clock=clock)

@@ -30,9 +30,11 @@ class Selection:
     levels: tuple[Level, ...] = tuple(Level)
     controls: tuple[str, ...] = ()
     site: str | None = None
+    profile: str | None = None
 
     @staticmethod
-    def parse(levels: str | None, controls: str | None, site: str | None) -> "Selection":
+    def parse(levels: str | None, controls: str | None, site: str | None,
+              profile: str | None = None) -> "Selection":
         lv: tuple[Level, ...] = tuple(Level)
         if levels:
             try:
@@ -42,7 +44,7 @@ class Selection:
             if not lv:
                 raise InputError("--level is empty")
         ctl = tuple(c.strip() for c in controls.split(",") if c.strip()) if controls else ()
-        return Selection(lv, ctl, site)
+        return Selection(lv, ctl, site, profile)
 
     def apply(self, catalog: Catalog, inventory: Inventory) -> list[Control]:
         known = catalog.by_id()
@@ -52,15 +54,26 @@ class Selection:
         if self.site is not None and self.site not in inventory.site_ids():
             raise InputError(f"--site {self.site!r}: not a site of the inventory "
                              f"({', '.join(sorted(inventory.site_ids()))})")
+        excluded: dict[str, str] = {}
+        if self.profile is not None:
+            if self.profile not in catalog.profiles:
+                raise InputError(f"--profile {self.profile!r}: no such profile "
+                                 f"(known: {', '.join(sorted(catalog.profiles)) or 'none'})")
+            excluded = dict(catalog.profiles[self.profile].exclude)
         chosen = [c for c in catalog.controls if c.level in self.levels
-                  and (not self.controls or c.id in self.controls)]
+                  and (not self.controls or c.id in self.controls) and c.id not in excluded]
         if not chosen:
             raise InputError("the selection holds no controls")
         return chosen
 
-    def as_dict(self) -> dict[str, object]:
-        return {"levels": [lv.value for lv in self.levels], "controls": list(self.controls),
-                "site": self.site}
+    def as_dict(self, catalog: Catalog | None = None) -> dict[str, object]:
+        out: dict[str, object] = {"levels": [lv.value for lv in self.levels],
+                                  "controls": list(self.controls), "site": self.site}
+        if self.profile is not None:
+            out["profile"] = self.profile
+            if catalog is not None and self.profile in catalog.profiles:
+                out["excluded"] = dict(catalog.profiles[self.profile].exclude)
+        return out
 
 
 @dataclass(frozen=True)
@@ -115,7 +128,7 @@ def run_audit(settings: Settings, inventory_path: Path | None, selection: Select
     report = build_report(findings, at=at,
                           inventory={"name": inventory.name, "digest": inv_digest},
                           catalog={"version": catalog.version, "digest": catalog.digest},
-                          selection=selection.as_dict())
+                          selection=selection.as_dict(catalog))
     report["drift"] = drift(previous, report["findings"])
     if warnings:
         report["drift"]["unavailable"] = warnings[0]

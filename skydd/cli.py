@@ -50,6 +50,7 @@ def audit(
     inventory: InventoryOpt = None,
     level: Annotated[Optional[str], typer.Option(help="Levels, e.g. a,b.")] = None,
     control: Annotated[Optional[str], typer.Option(help="Control ids, comma separated.")] = None,
+    profile: Annotated[Optional[str], typer.Option(help="A tailoring in policies/profiles/ (e.g. lab).")] = None,
     site: Annotated[Optional[str], typer.Option(help="Only this site.")] = None,
     out_dir: Annotated[Optional[Path], typer.Option("--out", help="Report folder.")] = None,
     evidence: Annotated[Optional[Path], typer.Option(help="Audit offline from an evidence bundle.")] = None,
@@ -58,7 +59,7 @@ def audit(
     """Collect evidence, evaluate, write signed reports. Exit 0 compliant, 1 fail, 3 incomplete."""
     from .auditing import Selection, run_audit
 
-    selection = Selection.parse(level, control, site)
+    selection = Selection.parse(level, control, site, profile)
     with err.status("collecting evidence…") as status:
         def progress(source: str, state: str) -> None:
             status.update(f"collected {source}: {state}")

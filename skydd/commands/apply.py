@@ -37,6 +37,7 @@ def apply(
     inventory: Annotated[Optional[Path], typer.Option("--inventory", help="Inventory YAML (default: the lab's).")] = None,
     level: Annotated[Optional[str], typer.Option(help="Levels, e.g. a,b.")] = None,
     control: Annotated[Optional[str], typer.Option(help="Control ids, comma separated.")] = None,
+    profile: Annotated[Optional[str], typer.Option(help="A tailoring in policies/profiles/ (e.g. lab).")] = None,
     site: Annotated[Optional[str], typer.Option(help="Only the hosts of this site.")] = None,
     check: Annotated[bool, typer.Option("--check", help="Show what would change; change nothing.")] = False,
     diff: Annotated[bool, typer.Option("--diff", help="Show the changes in detail.")] = False,
@@ -48,7 +49,7 @@ def apply(
     from ..auditing import Selection
     from ..cli import actor
 
-    selection = Selection.parse(level, control, site)
+    selection = Selection.parse(level, control, site, profile)
     status = err.status("preparing…")
 
     def on_event(e: ApplyEvent) -> None:

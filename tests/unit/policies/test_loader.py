@@ -55,3 +55,24 @@ def test_shipped_catalog_covers_every_level() -> None:
     assert len({c.id for c in cat.controls}) == len(cat.controls)
     for c in cat.controls:
         assert c.references.get("iso27001-2022") and c.references.get("nis2"), c.id
+
+
+def test_profiles_name_what_they_leave_out_and_why(tmp_path: Path) -> None:
+    cat = load_catalog()
+    lab = cat.profiles["lab"]
+    assert "c.esxi-ssh-disabled" in lab.exclude and "HostServiceSystem" in lab.exclude["c.esxi-ssh-disabled"]
+    assert set(lab.exclude) <= {c.id for c in cat.controls}
+
+
+@pytest.mark.parametrize("body,key", [
+    ("id: p\ntitle: t\ndescription: d\nexclude: {d.nope: gone}\n", "exclude.d.nope"),
+    ("id: p\ntitle: t\ndescription: d\nexclude: {d.key-files-private: ''}\n", "exclude.d.key-files-private"),
+    ("id: q\ntitle: t\ndescription: d\nexclude: {}\n", "id"),
+])
+def test_bad_profiles_are_load_errors(tmp_path: Path, body: str, key: str) -> None:
+    root = catalog_with(tmp_path, EXAMPLE.read_text())
+    (tmp_path / "profiles").mkdir()
+    (tmp_path / "profiles" / "p.yaml").write_text(body)
+    with pytest.raises(CatalogError) as info:
+        load_catalog(root, profiles_dir=tmp_path / "profiles")
+    assert info.value.key == key

@@ -135,3 +135,20 @@ def test_unreachable_history_still_writes_the_signed_report(tmp_path: Path, keys
     report = json.loads((home / "reports" / "latest" / "report.json").read_text())
     assert "cannot" in report["drift"]["unavailable"]
     assert run(home, "report", "verify", str(home / "reports" / "latest" / "report.json")).returncode == 0
+
+
+def test_profile_leaves_out_controls_and_the_report_says_why(tmp_path: Path, keystore: Path) -> None:
+    home = tmp_path / "home"
+    inv = str(inventory(tmp_path, keystore))
+    r = run(home, "audit", "--inventory", inv, "--level", "c", "--profile", "lab", "--evidence",
+            str(tmp_path / "none"))
+    assert r.returncode == 2  # no bundle there: bad input, before anything is written
+    r = run(home, "audit", "--inventory", inv, "--control", CONTROL, "--profile", "lab")
+    assert r.returncode == 1, r.stderr
+    selection = json.loads((home / "reports" / "latest" / "report.json").read_text())["selection"]
+    assert selection["profile"] == "lab"
+    assert "vcsim" in selection["excluded"]["c.esxi-ssh-disabled"]
+    r = run(home, "audit", "--inventory", inv, "--control", "c.esxi-ssh-disabled", "--profile", "lab")
+    assert r.returncode == 2 and "holds no controls" in r.stderr
+    r = run(home, "audit", "--inventory", inv, "--profile", "nope")
+    assert r.returncode == 2 and "no such profile" in r.stderr
