@@ -1,12 +1,12 @@
 """Skydd's control model, strict catalog loader and pure evaluation engine."""
 
 from .engine import evaluate, exit_code, summarize
-from .errors import CatalogError, EvidenceMissing, PolicyError, SelectionError
+from .errors import CatalogError, EvidenceMissing, PolicyError
 from .loader import Catalog, load_catalog, load_fixtures
 from .model import (Control, Evidence, Finding, Level, Remediation, Severity, Status, Waiver,
                     canonical_json, digest_of, rfc3339)
 
 __all__ = ["Catalog", "CatalogError", "Control", "Evidence", "EvidenceMissing", "Finding", "Level",
-           "PolicyError", "Remediation", "SelectionError", "Severity", "Status", "Waiver",
+           "PolicyError", "Remediation", "Severity", "Status", "Waiver",
            "canonical_json", "digest_of", "evaluate", "exit_code", "load_catalog", "load_fixtures",
            "rfc3339", "summarize"]

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping as AbcMapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping
 
 from .errors import CatalogError, EvidenceMissing
 
@@ -338,14 +338,3 @@ def _duration(text: Any, where: str, key: str) -> None:
         parse_duration(text)
     except ValueError as err:
         raise CatalogError(where, key, str(err)) from err
-
-
-def checks_in(check: Check) -> Sequence[Check]:
-    """Every check in a tree, depth first (for tooling)."""
-    out: list[Check] = [check]
-    for child in getattr(check, "checks", ()):
-        out.extend(checks_in(child))
-    for attr in ("inner",):
-        if hasattr(check, attr):
-            out.extend(checks_in(getattr(check, attr)))
-    return out

@@ -18,7 +18,3 @@ class CatalogError(PolicyError):
 
 class EvidenceMissing(PolicyError):
     """An evidence path a check needs is absent: the check cannot decide (status ``error``)."""
-
-
-class SelectionError(PolicyError):
-    """A level, control or site selection is empty or names something unknown."""

@@ -7,7 +7,7 @@ import shutil
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable
 
 from audit import log
 from audit.collectors import Collector, collectors_for, run_collectors
@@ -177,7 +177,3 @@ def _point_latest(reports: Path, final: Path) -> None:
     tmp.unlink(missing_ok=True)
     tmp.symlink_to(final.name)
     tmp.replace(link)
-
-
-def levels_of(controls: Sequence[Control]) -> list[str]:
-    return sorted({c.level.value for c in controls})
