@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import LabError
-from ..inventory import Inventory, load_inventory
+from ..inventory import Inventory
 from .network_plan import ip_of, segments
 from .service import LabService, Progress
 
@@ -59,15 +59,7 @@ def _core_iface(fw_id: str) -> str:
 class Service(LabService):
     name = "network"
 
-    def __init__(self, home: Path) -> None:
-        super().__init__(home)
-        self.inventory_path: Path | None = None  # the lab inventory
-
     # -- the plan ------------------------------------------------------------------------------
-
-    def _inventory(self) -> Inventory:
-        inv, _ = load_inventory(self.inventory_path, home=self.home)
-        return inv
 
     def expected_namespaces(self, inv: Inventory) -> list[str]:
         names = {CORE}

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import LabError
-from ..inventory import Database, Inventory, load_inventory
+from ..inventory import Database, Inventory
 from .service import LabService, Progress
 
 MONITOR_ROLE = "skydd"
@@ -103,15 +103,7 @@ def _as_postgres(*cmd: str, namespace: str | None = None, timeout: float = 120,
 class Service(LabService):
     name = "postgres"
 
-    def __init__(self, home: Path) -> None:
-        super().__init__(home)
-        self.inventory_path: Path | None = None  # the lab inventory
-
     # -- the plan ------------------------------------------------------------------------------
-
-    def _inventory(self) -> Inventory:
-        inv, _ = load_inventory(self.inventory_path, home=self.home)
-        return inv
 
     def clusters(self, inv: Inventory) -> list[Cluster]:
         """Every lab cluster: systems whose databases have a namespace and a data dir here."""

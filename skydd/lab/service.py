@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import abc
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
+
+if TYPE_CHECKING:
+    from ..inventory import Inventory
 
 Progress = Callable[[str], None]
 
@@ -19,6 +22,18 @@ class LabService(abc.ABC):
     def __init__(self, home: Path) -> None:
         self.home = home
         self.state_dir = home / "lab" / self.name
+        self.inventory_path: Path | None = None  # None: the lab inventory
+
+    def _inventory(self) -> "Inventory":
+        """The inventory the lab is built from; a bad one is a ``LabError`` naming the problem."""
+        from ..errors import InputError, LabError
+        from ..inventory import load_inventory
+
+        try:
+            inv, _ = load_inventory(self.inventory_path, home=self.home)
+        except InputError as err:
+            raise LabError(str(err)) from err
+        return inv
 
     @abc.abstractmethod
     def up(self, progress: Progress) -> None:

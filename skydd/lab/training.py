@@ -63,15 +63,6 @@ class Service(LabService):
     def marker(self) -> Path:
         return self.state_dir / "seeded"
 
-    def _inventory(self) -> Any:
-        from ..inventory import load_inventory
-
-        try:
-            inv, _ = load_inventory(None, home=self.home)
-        except InputError as err:
-            raise LabError(str(err)) from err
-        return inv
-
     def up(self, progress: Progress) -> None:
         from identity.training_enforce import DirectoryError, connect, read_directory
         from identity.training_import import ImportRejected, import_file
