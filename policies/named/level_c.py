@@ -20,6 +20,7 @@ from ..loader import read_yaml
 
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"
 _BASELINE_NAME = re.compile(r"^[a-z0-9-]+$")
+_BUNDLE = re.compile(r"^VMware-ESXi-(\d+\.\d+)(?:U\d+[a-z]?)?-(\d+)-depot\.zip$")
 
 
 @cache
@@ -28,23 +29,40 @@ def load_baseline(name: str) -> dict[str, list[dict[str, Any]]]:
     if not _BASELINE_NAME.match(name):
         raise CatalogError(name, "params.baseline", "baseline names are lower-case words")
     path = DATA_DIR / f"{name}.yaml"
-    doc = read_yaml(path)
+    return parse_baseline(read_yaml(path), str(path))
+
+
+def parse_baseline(doc: Any, where: str) -> dict[str, list[dict[str, Any]]]:
+    """Validate a loaded baseline document; ``where`` names it in errors."""
     if not isinstance(doc, Mapping) or doc.get("schema") != "skydd.esxi-baseline/1":
-        raise CatalogError(str(path), "schema", "expected skydd.esxi-baseline/1")
+        raise CatalogError(where, "schema", "expected skydd.esxi-baseline/1")
     versions = doc.get("versions")
     if not isinstance(versions, Mapping) or not versions:
-        raise CatalogError(str(path), "versions", "must map version to a list of releases")
+        raise CatalogError(where, "versions", "must map version to a list of releases")
     out: dict[str, list[dict[str, Any]]] = {}
     for version, releases in versions.items():
         if not isinstance(releases, list) or not releases:
-            raise CatalogError(str(path), f"versions.{version}", "must be a non-empty list")
+            raise CatalogError(where, f"versions.{version}", "must be a non-empty list")
         for i, r in enumerate(releases):
             if not isinstance(r, Mapping) or not isinstance(r.get("build"), int) \
                     or not isinstance(r.get("fixes"), list) or not r.get("release"):
-                raise CatalogError(str(path), f"versions.{version}[{i}]",
+                raise CatalogError(where, f"versions.{version}[{i}]",
                                    "needs build (number), release, released and fixes")
+            if "bundle" in r:
+                _check_bundle(r["bundle"], str(version), r["build"], where,
+                              f"versions.{version}[{i}].bundle")
         out[str(version)] = sorted((dict(r) for r in releases), key=lambda r: r["build"])
     return out
+
+
+def _check_bundle(bundle: Any, version: str, build: int, where: str, key: str) -> None:
+    m = _BUNDLE.match(bundle) if isinstance(bundle, str) else None
+    if m is None:
+        raise CatalogError(where, key, f"{bundle!r} is not an offline bundle name "
+                                       "VMware-ESXi-<major>.<minor>[U<n>[letter]]-<build>-depot.zip")
+    if m.group(1) != version or int(m.group(2)) != build:
+        raise CatalogError(where, key, f"{bundle} is for ESXi {m.group(1)} build {m.group(2)}, "
+                                       f"not {version} build {build}")
 
 
 def _option_family(version: str) -> str:
