@@ -33,6 +33,16 @@ def _secret_ref(value: str) -> str:
 SecretRef = Annotated[str, AfterValidator(_secret_ref)]
 
 
+def _folder_url(value: str) -> str:
+    scheme, sep, rest = value.partition("://")
+    if not sep or scheme not in ("https", "file") or not rest.strip("/"):
+        raise ValueError("must be an https://HOST/PATH/ or file:///PATH/ URL of a folder")
+    return value
+
+
+FolderUrl = Annotated[str, AfterValidator(_folder_url)]
+
+
 def resolve_secret(ref: str) -> str:
     """Read the secret a reference points at; raises ``InputError`` when it is absent."""
     scheme, _, rest = ref.partition(":")
@@ -112,7 +122,9 @@ class Hypervisor(_Strict):
 
     ``datacenters`` maps a datacenter's name to the site it stands in (default: ``site``);
     ``vms`` maps a virtual machine's name to the system it runs, whose classification decides
-    which VM controls apply; ``ntp_servers`` are the authoritative time sources.
+    which VM controls apply; ``ntp_servers`` are the authoritative time sources;
+    ``patch_depot`` is the folder (``https://`` or ``file://``) holding the ESXi offline bundles
+    that the patch baseline names.
     """
 
     id: str = Field(pattern=_ID)
@@ -126,6 +138,7 @@ class Hypervisor(_Strict):
     vms: dict[str, str] = {}
     ntp_servers: list[str] = []
     syslog_host: str | None = None
+    patch_depot: FolderUrl | None = None
 
 
 class Database(_Strict):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from ruamel.yaml import YAML
 
 from skydd.errors import InputError
 from skydd.inventory import LAB_INVENTORY, load_inventory, resolve_secret
@@ -40,6 +41,34 @@ def test_bad_inventory_names_file_line_and_field(tmp_path: Path, old, new, where
     assert msg.startswith(f"{bad}:") and where in msg
     line = int(msg.split(":")[1])
     assert line > 1
+
+
+def _with_depot(tmp_path: Path, depot: str) -> Path:
+    """The lab inventory with ``patch_depot`` set on its first hypervisor."""
+    yaml = YAML(typ="rt")
+    doc = yaml.load(LAB)
+    doc["hypervisors"][0]["patch_depot"] = depot
+    out = tmp_path / "inv.yaml"
+    with out.open("w") as fh:
+        yaml.dump(doc, fh)
+    return out
+
+
+@pytest.mark.parametrize("depot", ["https://depot.socialcare.lab/esxi/", "file://${SKYDD_HOME}/depot"])
+def test_patch_depot_is_an_https_or_file_folder(tmp_path: Path, depot: str) -> None:
+    inv, _ = load_inventory(_with_depot(tmp_path, depot), home=tmp_path)
+    assert inv.hypervisors[0].patch_depot == depot.replace("${SKYDD_HOME}", str(tmp_path))
+
+
+@pytest.mark.parametrize("depot", ["http://depot.lab/esxi/", "/srv/depot", "file://", "ftp://x/"])
+def test_bad_patch_depot_names_file_line_and_field(tmp_path: Path, depot: str) -> None:
+    path = _with_depot(tmp_path, depot)
+    with pytest.raises(InputError) as info:
+        load_inventory(path, home=tmp_path)
+    msg = str(info.value)
+    line = int(msg.split(":")[1])
+    assert "patch_depot" in path.read_text().splitlines()[line - 1]
+    assert msg.startswith(f"{path}:") and "hypervisors.0.patch_depot: must be an https://" in msg
 
 
 def test_not_yaml_and_missing_file(tmp_path: Path) -> None:
