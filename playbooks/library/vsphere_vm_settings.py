@@ -1,10 +1,14 @@
 #!/usr/bin/python
 """Ansible module: VM hardening that ``vmware.vmware.vm_advanced_settings`` does not cover —
-vMotion encryption (``config.migrateEncryption``) and removing unneeded devices (floppy, serial,
-parallel, USB). Only what differs is changed; check mode and diff are supported.
+vMotion encryption (``config.migrateEncryption``), removing unneeded devices (floppy, serial,
+parallel, USB) and VM encryption (``config.keyId``). Only what differs is changed; check mode and
+diff are supported.
 
 Removing devices from a powered-on VM fails on a real ESXi (the VM must be powered off), so the
-role runs it only behind its disruptive flag.
+role runs it only behind its disruptive flag. Encrypting needs a key provider registered in the
+vCenter and the VM powered off: with ``power_cycle`` a running VM is shut down (through VMware
+Tools when they run, else powered off), encrypted with a new key from the provider and powered on
+again; without it a running VM fails the task. An encrypted VM is left alone.
 """
 
 from __future__ import annotations
@@ -21,6 +25,10 @@ options:
   vms: {type: list, elements: str, required: true, description: VM names; each must exist}
   migrate_encryption: {type: str, choices: [disabled, opportunistic, required]}
   remove_device_types: {type: list, elements: str, description: "e.g. VirtualFloppy, VirtualSerialPort"}
+  encrypt: {type: bool, default: false, description: encrypt each VM that has no config.keyId}
+  key_provider: {type: str, description: "KMS cluster id to encrypt with (default: the vCenter's default)"}
+  power_cycle: {type: bool, default: false, description: may shut a running VM down to encrypt it}
+  shutdown_timeout: {type: int, default: 600, description: seconds a guest may take to shut down}
 """
 
 import ssl
@@ -34,6 +42,13 @@ try:
     HAS_PYVMOMI = True
 except ImportError:  # pragma: no cover
     HAS_PYVMOMI = False
+
+POLL_SECONDS = 2.0  # between looks at a shutting-down guest
+NO_PROVIDER = "no key provider registered in vCenter: register a KMS or the native key provider first"
+
+
+class EncryptError(Exception):
+    """A VM cannot be encrypted; the message names it (or the key provider) and says why."""
 
 
 def connect(module):
@@ -58,6 +73,89 @@ def wait(task, timeout=120):
         raise RuntimeError(getattr(task.info.error, "msg", task.info.error))
 
 
+def needs_encryption(vm, power_cycle):
+    """True when the VM has no key yet; a running VM without ``power_cycle`` is an error."""
+    if vm.config.keyId is not None:
+        return False
+    if vm.runtime.powerState == "suspended":
+        raise EncryptError(f"{vm.name}: is suspended; resume it or power it off before encrypting")
+    if vm.runtime.powerState != "poweredOff" and not power_cycle:
+        raise EncryptError(f"{vm.name}: must be powered off to encrypt ({vm.runtime.powerState}); "
+                           "allow power_cycle")
+    return True
+
+
+def key_provider_of(crypto, wanted):
+    """The KMS cluster id to encrypt with: ``wanted`` when registered, else the default one."""
+    try:
+        clusters = list(crypto.ListKmipServers() or []) if hasattr(crypto, "ListKmipServers") else []
+    except vmodl.fault.MethodNotFound:
+        clusters = []  # the endpoint has no key management
+    if not clusters:
+        raise EncryptError(NO_PROVIDER)
+    ids = sorted(c.clusterId.id for c in clusters)
+    if wanted:
+        if wanted not in ids:
+            raise EncryptError(f"key provider {wanted} is not registered in vCenter "
+                               f"(registered: {', '.join(ids)})")
+        return wanted
+    default = [c.clusterId.id for c in clusters if c.useAsDefault]
+    if not default:
+        raise EncryptError("no default key provider in vCenter: mark one as default or set "
+                           f"key_provider (registered: {', '.join(ids)})")
+    return default[0]
+
+
+def power_off(vm, timeout):
+    """Shut the guest down through VMware Tools when they run, else power the VM off."""
+    if vm.guest.toolsRunningStatus != "guestToolsRunning":
+        wait(vm.PowerOffVM_Task())
+        return
+    vm.ShutdownGuest()
+    deadline = time.monotonic() + timeout
+    while vm.runtime.powerState != "poweredOff":
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the guest did not shut down within {timeout}s")
+        time.sleep(POLL_SECONDS)
+
+
+def encrypt(vm, crypto, provider, timeout):
+    """Power off if needed, encrypt with a new key of ``provider``, power on again if it was on."""
+    was_on = vm.runtime.powerState != "poweredOff"
+    try:
+        result = crypto.GenerateKey(keyProvider=vim.encryption.KeyProviderId(id=provider))
+        if not result.success:
+            raise EncryptError(f"{vm.name}: key provider {provider} did not generate a key: "
+                               f"{result.reason or 'no reason given'}")
+        if was_on:
+            power_off(vm, timeout)
+        key = vim.encryption.CryptoKeyId(keyId=result.keyId.keyId,
+                                         providerId=vim.encryption.KeyProviderId(id=provider))
+        wait(vm.ReconfigVM_Task(spec=vim.vm.ConfigSpec(
+            crypto=vim.encryption.CryptoSpecEncrypt(cryptoKeyId=key))), timeout)
+        if was_on:
+            wait(vm.PowerOnVM_Task(), timeout)
+    except (vmodl.MethodFault, RuntimeError, TimeoutError) as err:
+        left = "; it was left powered off" if was_on and vm.runtime.powerState == "poweredOff" else ""
+        why = getattr(err, "msg", None) or err
+        raise EncryptError(f"{vm.name}: encrypting failed: {why}{left}") from err
+
+
+def encrypt_task(vms, crypto, wanted, power_cycle, timeout, check, changes, before, after):
+    """Encrypt every VM without a key; decide for all of them before touching any."""
+    todo = [vm for vm in vms if needs_encryption(vm, power_cycle)]
+    if not todo:
+        return
+    provider = (wanted or "(the vCenter's default)") if check else key_provider_of(crypto, wanted)
+    for vm in todo:
+        cycle = " (power cycle)" if vm.runtime.powerState != "poweredOff" else ""
+        if not check:
+            encrypt(vm, crypto, provider, timeout)
+        changes.append(f"{vm.name}: encrypt with key provider {provider}{cycle}")
+        before.setdefault(vm.name, {})["encrypted"] = False
+        after.setdefault(vm.name, {})["encrypted"] = True
+
+
 def main():
     module = AnsibleModule(
         argument_spec=dict(
@@ -65,13 +163,15 @@ def main():
             username=dict(type="str", required=True), password=dict(type="str", required=True, no_log=True),
             ca_file=dict(type="path"), vms=dict(type="list", elements="str", required=True),
             migrate_encryption=dict(type="str", choices=["disabled", "opportunistic", "required"]),
-            remove_device_types=dict(type="list", elements="str")),
+            remove_device_types=dict(type="list", elements="str"),
+            encrypt=dict(type="bool", default=False), key_provider=dict(type="str"),
+            power_cycle=dict(type="bool", default=False), shutdown_timeout=dict(type="int", default=600)),
         supports_check_mode=True)
     if not HAS_PYVMOMI:
         module.fail_json(msg="pyvmomi is missing in the controller's Python: pip install pyvmomi")
     p = module.params
-    if p["migrate_encryption"] is None and not p["remove_device_types"]:
-        module.fail_json(msg="nothing to do: give migrate_encryption or remove_device_types")
+    if p["migrate_encryption"] is None and not p["remove_device_types"] and not p["encrypt"]:
+        module.fail_json(msg="nothing to do: give migrate_encryption, remove_device_types or encrypt")
     si = connect(module)
     changes, before, after = [], {}, {}
     try:
@@ -106,6 +206,11 @@ def main():
                 before[name], after[name] = vb, va
                 if not module.check_mode:
                     wait(vm.ReconfigVM_Task(spec=spec))
+        if p["encrypt"]:
+            encrypt_task([by_name[n] for n in p["vms"]], content.cryptoManager, p["key_provider"],
+                         p["power_cycle"], p["shutdown_timeout"], module.check_mode, changes, before, after)
+    except EncryptError as err:
+        module.fail_json(msg=str(err), changes=changes)
     except (vmodl.MethodFault, RuntimeError, TimeoutError) as err:
         module.fail_json(msg=f"reconfiguring VMs failed: {getattr(err, 'msg', err)}", changes=changes)
     finally:
