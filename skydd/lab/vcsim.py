@@ -1,19 +1,26 @@
-"""vcsim, govmomi's vCenter simulator, as the lab's vSphere.
+"""skydd-vcsim, govmomi's vCenter simulator with the host APIs level c needs, as the lab's vSphere.
 
-The binary comes from the Go module proxy (``go install github.com/vmware/govmomi/vcsim@VERSION``)
-and is cached under ``.cache/vcsim/VERSION/``, so only the first ``up`` builds it. It runs on
-``127.0.0.1:18989`` with TLS from a certificate made here (``ca.pem`` is what clients trust),
-a generated username and password (files ``username`` and ``password``, 0600, which the lab
-inventory references), two datacenters (Torsby and the fourth site), two hosts each, and the
-classified social-care VMs beside others. A setup pass over the API then leaves the platform as
-a municipality might find it: weak advanced options on every host and classified VMs with console
-copy/paste, 3D, host information, a floppy and a serial port, and vMotion encryption off.
+The simulator is the Go module in ``vsphere_sim/`` (why: ``docs/adr/0007-vsphere-simulator.md``):
+vcsim's model plus, per host, the service system (SSH, ESXi Shell, ntpd), the date/time system
+(NTP), the access manager (lockdown mode), a patch manager that installs an offline bundle from a
+``file://`` depot, and a reboot that applies it. ``go build`` fetches govmomi from the Go module
+proxy; the binary is cached under ``.cache/vcsim/<digest of the sources>/``, so only the first
+``up`` builds it. It runs on ``127.0.0.1:18989`` with TLS from a certificate made here
+(``ca.pem`` is what clients trust), a generated username and password (files ``username`` and
+``password``, 0600, which the lab inventory references), two datacenters (Torsby and the fourth
+site), two hosts each on ESXi builds below the patch baseline, and the classified social-care VMs
+beside others. A setup pass over the API then leaves the platform as a municipality might find
+it: weak advanced options, SSH and the ESXi Shell running, no NTP and no lockdown on every host;
+classified VMs unencrypted with console copy/paste, 3D, host information, a floppy and a serial
+port, and vMotion encryption off. A key provider (``skydd-lab-kms``) is registered as the
+vCenter's default, and ``depot/`` holds stand-ins named as the baseline's offline bundles.
 
-vcsim keeps its state in memory: a restart is a fresh, unhardened lab.
+The simulator keeps its state in memory: a restart is a fresh, unhardened lab.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import secrets
 import shutil
@@ -30,8 +37,8 @@ from ..errors import LabError
 from ..settings import CACHE_DIR
 from .service import LabService, Progress
 
-VERSION = "v0.46.3"  # the newest govmomi whose module still holds vcsim/ (later ones split it out)
-MODULE = "github.com/vmware/govmomi/vcsim"
+SOURCE = Path(__file__).with_name("vsphere_sim")  # the Go module of skydd-vcsim
+GOVMOMI = "v0.53.0"  # keep in step with SOURCE/go.mod
 HOST, PORT = "127.0.0.1", 18989
 USERNAME = "skydd-vcadmin"
 
@@ -40,6 +47,10 @@ DATACENTERS = ("Torsby", "Site4")
 VM_NAMES = (("socialcare-app", "socialcare-db", "real-estate-app"),
             ("socialcare-db-mirror", "erp-mirror", "build-agent"))
 CLASSIFIED_VMS = ("socialcare-app", "socialcare-db", "socialcare-db-mirror")
+# ESXi builds as found, in host order (Torsby's two, then site 4's): two versions, all below the
+# patch baseline, each a different release.
+HOST_BUILDS = ("8.0.2-22380479", "8.0.3-24022510", "7.0.3-23307199", "8.0.3-24585383")
+KMS_CLUSTER = "skydd-lab-kms"  # the key provider registered as the vCenter's default
 
 # Host advanced options as found: every one is weaker than the level-c controls ask.
 INSECURE_HOST_OPTIONS: dict[str, Any] = {
@@ -77,37 +88,47 @@ INSECURE_VM_SETTINGS = {
 }
 
 
-def binary_path(version: str = VERSION) -> Path:
-    return CACHE_DIR / "vcsim" / version / "vcsim"
+def source_digest() -> str:
+    """A digest of the simulator's sources: a changed source builds a new binary."""
+    h = hashlib.sha256()
+    for path in sorted([SOURCE / "go.mod", SOURCE / "go.sum", *SOURCE.glob("*.go")]):
+        h.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return h.hexdigest()[:16]
+
+
+def binary_path() -> Path:
+    return CACHE_DIR / "vcsim" / source_digest() / "skydd-vcsim"
 
 
 def _go() -> str:
     for candidate in (shutil.which("go"), "/usr/local/go/bin/go", "/usr/lib/go/bin/go"):
         if candidate and Path(candidate).is_file():
             return candidate
-    raise LabError("vcsim: the Go toolchain is missing (needed once to build vcsim): "
-                   "install Go 1.22 or newer (Debian: apt-get install golang) and run again")
+    raise LabError("vcsim: the Go toolchain is missing (needed once to build the lab's vCenter): "
+                   "install Go 1.24 or newer (https://go.dev/dl or Debian bookworm-backports golang) "
+                   "and run again")
 
 
-def ensure_binary(progress: Progress, version: str = VERSION) -> Path:
-    """The cached vcsim binary, built with ``go install`` on first use (atomically)."""
-    target = binary_path(version)
+def ensure_binary(progress: Progress) -> Path:
+    """The cached skydd-vcsim binary, built with ``go build`` on first use (atomically)."""
+    target = binary_path()
     if target.is_file():
         return target
     go = _go()
     target.parent.mkdir(parents=True, exist_ok=True)
-    progress(f"building vcsim {version} with go install (first run only: a few minutes on 2 cores)")
+    progress(f"building skydd-vcsim (govmomi {GOVMOMI} from the Go module proxy; "
+             "first run only: a few minutes on 2 cores)")
     with tempfile.TemporaryDirectory(dir=target.parent, prefix=".build-") as tmp:
-        env = {**os.environ, "GOBIN": tmp, "GOFLAGS": "-buildvcs=false",
+        built = Path(tmp) / "skydd-vcsim"
+        env = {**os.environ, "GOFLAGS": "-buildvcs=false -modcacherw",
                "GOTOOLCHAIN": os.environ.get("GOTOOLCHAIN", "local")}
         env.setdefault("GOPATH", str(CACHE_DIR / "go"))
         env.setdefault("GOCACHE", str(CACHE_DIR / "go-build"))  # also when HOME is unset
-        done = subprocess.run([go, "install", f"{MODULE}@{version}"], env=env,
-                              capture_output=True, text=True, timeout=1800)
-        built = Path(tmp) / "vcsim"
+        done = subprocess.run([go, "build", "-trimpath", "-o", str(built), "."], cwd=SOURCE,
+                              env=env, capture_output=True, text=True, timeout=1800)
         if done.returncode != 0 or not built.is_file():
             last = (done.stderr.strip().splitlines() or ["no output"])[-1]
-            raise LabError(f"vcsim: go install {MODULE}@{version} failed: {last}")
+            raise LabError(f"vcsim: go build of {SOURCE} failed: {last}")
         os.replace(built, target)
     return target
 
@@ -163,6 +184,18 @@ def _write(path: Path, data: bytes, mode: int) -> None:
     tmp.replace(path)
 
 
+def make_depot(depot: Path) -> None:
+    """The lab's patch depot: for each version, a stand-in file named as the offline bundle of
+    the newest release the baseline lists (skydd-vcsim reads the build from the name)."""
+    from policies.named.level_c import load_baseline
+
+    depot.mkdir(parents=True, exist_ok=True)
+    for releases in load_baseline("esxi-baseline").values():
+        bundle = depot / releases[-1]["bundle"]
+        if not bundle.exists():
+            _write(bundle, b"Skydd lab stand-in for an ESXi offline bundle\n", 0o644)
+
+
 def _port_open(host: str, port: int) -> bool:
     try:
         with socket.create_connection((host, port), timeout=0.5):
@@ -189,7 +222,7 @@ class Service(LabService):
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
         except (OSError, ValueError):
             return None
-        return pid if cmdline and cmdline[0].endswith(b"/vcsim") else None
+        return pid if cmdline and cmdline[0].endswith(b"/skydd-vcsim") else None
 
     def status(self) -> dict[str, Any]:
         pid = self._pid()
@@ -212,7 +245,7 @@ class Service(LabService):
         _write(state / "username", USERNAME.encode() + b"\n", 0o600)
         _write(state / "password", secrets.token_urlsafe(18).encode() + b"\n", 0o600)
         make_tls(state, datetime.now(UTC))
-        progress(f"starting vcsim {VERSION} on {HOST}:{PORT}")
+        progress(f"starting skydd-vcsim on {HOST}:{PORT}")
         log = open(state / "vcsim.log", "ab")
         try:
             proc = subprocess.Popen(
@@ -220,7 +253,7 @@ class Service(LabService):
                  "-password", str(state / "password"), "-tlscert", str(state / "server.pem"),
                  "-tlskey", str(state / "server.key"), "-dc", str(len(DATACENTERS)),
                  "-cluster", "1", "-host", "2", "-standalone-host", "0", "-vm", "3", "-ds", "1",
-                 "-E", os.devnull],
+                 "-builds", ",".join(HOST_BUILDS)],
                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log,
                 start_new_session=True)
         finally:
@@ -236,6 +269,7 @@ class Service(LabService):
             time.sleep(0.2)
         progress("setting up datacenters, hosts and VMs as found (unhardened)")
         try:
+            make_depot(state / "depot")
             seed(self.endpoint, USERNAME, (state / "password").read_text().strip(),
                  str(state / "ca.pem"))
         except Exception as err:
@@ -308,6 +342,11 @@ def seed(url: str, username: str, password: str, ca_file: str) -> None:
                 _wait(vm.Rename_Task(name))
                 if name in CLASSIFIED_VMS:
                     _wait(vm.ReconfigVM_Task(spec=_insecure_vm_spec(vim)))
+        crypto = content.cryptoManager
+        crypto.RegisterKmipServer(server=vim.encryption.KmipServerSpec(
+            clusterId=vim.encryption.KeyProviderId(id=KMS_CLUSTER),
+            info=vim.encryption.KmipServerInfo(name="kms1", address="kms.dc.socialcare.lab", port=5696)))
+        crypto.MarkDefault(clusterId=vim.encryption.KeyProviderId(id=KMS_CLUSTER))
     finally:
         Disconnect(si)
 

@@ -1,5 +1,5 @@
 """The vcsim lab service's pieces that need no running simulator: its TLS material, the cached
-binary, and stopping only the process it started."""
+binary, the patch depot, and stopping only the process it started."""
 
 from __future__ import annotations
 
@@ -27,11 +27,31 @@ def test_tls_material_chains_to_its_ca_and_names_loopback(tmp_path: Path) -> Non
 
 def test_cached_binary_is_used_without_go(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(vcsim, "CACHE_DIR", tmp_path)
-    cached = tmp_path / "vcsim" / vcsim.VERSION / "vcsim"
+    cached = tmp_path / "vcsim" / vcsim.source_digest() / "skydd-vcsim"
     cached.parent.mkdir(parents=True)
     cached.write_bytes(b"#!/bin/sh\n")
     monkeypatch.setattr(vcsim, "_go", lambda: pytest.fail("go must not run when the binary is cached"))
     assert vcsim.ensure_binary(lambda msg: None) == cached
+
+
+def test_a_changed_source_builds_a_new_binary(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("go.mod", "go.sum", "main.go"):
+        (src / name).write_text(name)
+    monkeypatch.setattr(vcsim, "SOURCE", src)
+    first = vcsim.binary_path()
+    (src / "main.go").write_text("package main // changed")
+    assert vcsim.binary_path() != first and vcsim.binary_path().name == "skydd-vcsim"
+
+
+def test_depot_holds_the_newest_bundle_of_each_version(tmp_path: Path) -> None:
+    from policies.named.level_c import load_baseline
+
+    vcsim.make_depot(tmp_path / "depot")
+    names = sorted(p.name for p in (tmp_path / "depot").iterdir())
+    assert names == sorted(r[-1]["bundle"] for r in load_baseline("esxi-baseline").values())
+    assert "VMware-ESXi-8.0U3f-24784735-depot.zip" in names
 
 
 def test_missing_go_is_one_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
