@@ -24,10 +24,6 @@ ATTESTED = {
                      "reviewed, no unescorted visitors.",
 }
 
-# What the lab's simulators cannot show is left out, each with its reason (policies/profiles/lab.yaml);
-# the report lists those controls under its selection.
-PROFILE = "lab"
-
 Say = Callable[[str], None]
 
 
@@ -49,12 +45,12 @@ def run_demo(settings: Settings, say: Say, *, keep: bool = False) -> Path:
     if _skydd("lab", "up") != 0:
         raise LabError("the lab did not come up (see above); 'skydd lab down' cleans up")
     try:
-        say(f"1/4 audit the lab as found (profile {PROFILE}) — it must fail")
-        first = _skydd("audit", "--profile", PROFILE)
+        say("1/4 audit the lab as found — it must fail")
+        first = _skydd("audit")
         if first != 1:
             raise LabError(f"the first audit should fail (exit 1), it exited {first}")
         say("2/4 apply every level with Ansible (disruptive changes allowed: this is the lab)")
-        if _skydd("apply", "--profile", PROFILE, "--allow-disruptive") != 0:
+        if _skydd("apply", "--allow-disruptive") != 0:
             raise LabError("apply failed (see above)")
         say("3/4 officers attest the manual controls")
         records = settings.lab / "demo"
@@ -67,7 +63,7 @@ def run_demo(settings: Settings, say: Say, *, keep: bool = False) -> Path:
                       "--officer", "Demo Officer") != 0:
                 raise LabError(f"attesting {control} failed")
         say("4/4 audit again — it must pass")
-        last = _skydd("audit", "--profile", PROFILE)
+        last = _skydd("audit")
         report = (settings.reports / "latest").resolve()
         summary = json.loads((report / "report.json").read_text(encoding="utf-8"))["summary"]
         say(f"final audit: {summary['status']} (exit {last})")
