@@ -4,8 +4,9 @@ One PropertyCollector pass per vCenter reads every host, VM, folder and datacent
 properties the level-c controls need (product and build, advanced options, lockdown mode, VM
 ``extraConfig``, devices, encryption). The host service list and the NTP configuration live on
 per-host managed objects (``HostServiceSystem``, ``HostDateTimeSystem``) that some endpoints do not
-implement (vcsim answers ``ManagedObjectNotFound``): they are read per host, and what cannot be
-read is left out of the data and named under ``unobservable`` so its controls report ``error``.
+implement (plain vcsim answers ``ManagedObjectNotFound``; the lab's skydd-vcsim implements them):
+they are read per host, and what cannot be read is left out of the data and named under
+``unobservable`` so its controls report ``error``.
 
 Evidence kinds: ``vsphere.host`` (one per host) and ``vsphere.vm`` (one per VM), each with the
 site and municipality of its datacenter.
