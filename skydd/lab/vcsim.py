@@ -38,7 +38,6 @@ from ..settings import CACHE_DIR
 from .service import LabService, Progress
 
 SOURCE = Path(__file__).with_name("vsphere_sim")  # the Go module of skydd-vcsim
-GOVMOMI = "v0.53.0"  # keep in step with SOURCE/go.mod
 HOST, PORT = "127.0.0.1", 18989
 USERNAME = "skydd-vcadmin"
 
@@ -116,7 +115,7 @@ def ensure_binary(progress: Progress) -> Path:
         return target
     go = _go()
     target.parent.mkdir(parents=True, exist_ok=True)
-    progress(f"building skydd-vcsim (govmomi {GOVMOMI} from the Go module proxy; "
+    progress("building skydd-vcsim (govmomi, as vsphere_sim/go.mod pins it, from the Go module proxy; "
              "first run only: a few minutes on 2 cores)")
     with tempfile.TemporaryDirectory(dir=target.parent, prefix=".build-") as tmp:
         built = Path(tmp) / "skydd-vcsim"
