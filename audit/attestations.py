@@ -20,7 +20,7 @@ from typing import Iterator
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from policies import canonical_json, rfc3339
+from estate.canonical import canonical_json, rfc3339
 
 from .errors import AuditError, VerificationError
 from .signing import Signer, verify

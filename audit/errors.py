@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from estate.errors import SkyddError
 
-class AuditError(Exception):
+
+class AuditError(SkyddError):
     """Root of every error raised by ``audit``."""
 
 

@@ -17,12 +17,24 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
-from sqlalchemy import (JSON, Column, DateTime, Dialect, Integer, MetaData, String, Table,
-                        TypeDecorator, create_engine, make_url, select)
+from sqlalchemy import (
+    JSON,
+    Column,
+    DateTime,
+    Dialect,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    TypeDecorator,
+    create_engine,
+    make_url,
+    select,
+)
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
-from policies.model import rfc3339
+from estate.canonical import rfc3339
 
 from .errors import AuditError
 

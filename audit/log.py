@@ -29,7 +29,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from policies import canonical_json, rfc3339
+from estate.canonical import canonical_json, rfc3339
 
 from .errors import AuditError, VerificationError
 from .signing import Signer, checkpoint_payload, key_id, sign_checkpoint, verify

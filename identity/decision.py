@@ -3,33 +3,29 @@ who logged in with an e-ID card and an OTP recently, belongs to a municipality a
 training is current.
 
 ``evaluate`` is pure (claims, policy, training source and ``at`` in; a ``Decision`` out) and
-reports every reason at once. ``AccessDecision`` adds the verifier and the audit trail: every deny
-is appended to the audit log with its reasons and the token's digest, never the token.
+reports every reason at once. ``AccessDecision`` adds the verifier. Deciding is all identity does:
+the caller records the decision (``skydd.deny_log`` appends every deny to the audit log).
 """
 
 from __future__ import annotations
 
-import logging
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from policies import rfc3339
+from estate.canonical import rfc3339
 
 from .errors import IdentityError, KeysUnavailable, TokenError, TrainingUnavailable
 from .settings import IdentitySettings, load_settings
-from .tokens import Verifier, VerifiedToken, token_digest
+from .tokens import VerifiedToken, Verifier, token_digest
 from .training import TrainingSource, training_source
 
 if TYPE_CHECKING:
-    from skydd.inventory import Inventory
-
-log = logging.getLogger(__name__)
-
+    from estate.inventory import Inventory
 
 class Code(StrEnum):
     """Why a decision denies. ``token``: the token itself is not acceptable."""
@@ -160,75 +156,27 @@ def refused(err: IdentityError, token: str, at: datetime) -> Decision:
                     token=token_digest(token))
 
 
-DenyLog = Callable[[Decision], None]
-
-
-class AuditDenyLog:
-    """Appends every deny to the hash-chained audit log of a Skydd home."""
-
-    EVENT = "access.deny"
-    ACTOR = "skydd.decision"
-
-    def __init__(self, home: Path) -> None:
-        from audit.log import AuditLog
-        from audit.signing import load_signer
-
-        self.path = home / "audit.log"
-        # One long-lived writer: concurrent denies are group-committed (one fdatasync per batch),
-        # and a checkpoint is signed every 1,000 entries and when the service closes it.
-        self._log = AuditLog(self.path, load_signer(home))
-
-    def __call__(self, decision: Decision) -> None:
-        data = {"user": decision.user, "hsa_id": decision.hsa_id, "token": decision.token,
-                "reasons": [r.to_dict() for r in decision.reasons]}
-        self._log.append(self.EVENT, self.ACTOR, data, at=decision.at)
-
-    def close(self) -> None:
-        self._log.close()
-
-
 class AccessDecision:
-    """Verify, decide, and log every deny."""
+    """Verify and decide. Recording a decision is the caller's job (the shell writes every deny
+    to the audit log); identity only decides."""
 
-    def __init__(self, verifier: Verifier, policy: Policy, training: TrainingSource,
-                 deny_log: DenyLog | None = None) -> None:
-        self.verifier, self.policy, self.training, self.deny_log = verifier, policy, training, deny_log
-
-    def close(self) -> None:
-        """Seal the deny log (a signed checkpoint) when the service stops."""
-        close = getattr(self.deny_log, "close", None)
-        if close is not None:
-            close()
+    def __init__(self, verifier: Verifier, policy: Policy, training: TrainingSource) -> None:
+        self.verifier, self.policy, self.training = verifier, policy, training
 
     @classmethod
     def from_inventory(cls, inventory: "Inventory", home: Path,
                        settings: IdentitySettings | None = None) -> "AccessDecision":
-        """The decision service for an inventory's identity provider, with the home's settings,
-        training source and audit log."""
+        """The decision service for an inventory's identity provider, with the home's settings
+        and training source."""
         settings = settings or load_settings(home)
         return cls(Verifier.from_inventory(inventory, settings),
                    Policy.from_settings(settings, [m.id for m in inventory.municipalities]),
-                   training_source(inventory, home, settings), AuditDenyLog(home))
+                   training_source(inventory, home, settings))
 
     def decide(self, token: str, at: datetime) -> Decision:
-        """Verify and evaluate ``token`` at ``at``, and log the decision if it is a deny."""
-        decision = self.judge(token, at)
-        self.record(decision)
-        return decision
-
-    def judge(self, token: str, at: datetime) -> Decision:
-        """The decision without logging it (callers must ``record`` it: see ``decide``)."""
+        """Verify and evaluate ``token`` at ``at``; an unverifiable token is a deny."""
         try:
             verified = self.verifier.verify(token, at)
         except (TokenError, KeysUnavailable) as err:
             return refused(err, token, at)
         return evaluate(verified, self.policy, self.training, at)
-
-    def record(self, decision: Decision) -> None:
-        """Append a deny to the audit log (allows are not logged)."""
-        if decision.allow or self.deny_log is None:
-            return
-        try:
-            self.deny_log(decision)
-        except Exception as err:  # the deny stands even when the log cannot be written
-            log.error("could not append the deny to the audit log: %s", err)

@@ -10,13 +10,17 @@
 
 from __future__ import annotations
 
+from estate.errors import SkyddError
 
-class IdentityError(Exception):
+
+class IdentityError(SkyddError):
     """Root of the identity package's errors."""
 
 
 class IdentityConfigError(IdentityError):
     """Identity settings or the inventory's identity provider are unusable."""
+
+    exit_code = 2
 
 
 class KeysUnavailable(IdentityError):

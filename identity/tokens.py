@@ -22,25 +22,38 @@ import math
 import re
 import threading
 from collections import OrderedDict
-from types import MappingProxyType
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 import jwt
 from jwt import exceptions as jwt_errors
 
-from .errors import (AlgorithmNotAllowed, BadSignature, CriticalHeader, Expired,
-                     IdentityConfigError, IssuedInFuture, MalformedToken, MissingClaim,
-                     NotYetValid, TokenError, UnknownKey, WrongAudience, WrongIssuer, WrongParty,
-                     WrongTokenType)
+from .errors import (
+    AlgorithmNotAllowed,
+    BadSignature,
+    CriticalHeader,
+    Expired,
+    IdentityConfigError,
+    IssuedInFuture,
+    MalformedToken,
+    MissingClaim,
+    NotYetValid,
+    TokenError,
+    UnknownKey,
+    WrongAudience,
+    WrongIssuer,
+    WrongParty,
+    WrongTokenType,
+)
 from .jwks import JwksCache, https_fetcher
 from .settings import IdentitySettings
 
 if TYPE_CHECKING:
-    from skydd.inventory import Inventory
+    from estate.inventory import Inventory
 
 MAX_TOKEN_BYTES = 16 * 1024
 MAX_KID_LENGTH = 256

@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 import threading
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Protocol, runtime_checkable
 
@@ -29,7 +29,7 @@ from ruamel.yaml.error import YAMLError
 from .errors import TrainingUnavailable
 
 if TYPE_CHECKING:
-    from skydd.inventory import Inventory
+    from estate.inventory import Inventory
 
     from .settings import IdentitySettings
 

@@ -3,10 +3,8 @@
 from .engine import evaluate, exit_code, summarize
 from .errors import CatalogError, EvidenceMissing, PolicyError
 from .loader import Catalog, load_catalog, load_fixtures
-from .model import (Control, Evidence, Finding, Level, Remediation, Severity, Status, Waiver,
-                    canonical_json, digest_of, rfc3339)
+from .model import Control, Evidence, Finding, Level, Remediation, Severity, Status, Waiver
 
 __all__ = ["Catalog", "CatalogError", "Control", "Evidence", "EvidenceMissing", "Finding", "Level",
            "PolicyError", "Remediation", "Severity", "Status", "Waiver",
-           "canonical_json", "digest_of", "evaluate", "exit_code", "load_catalog", "load_fixtures",
-           "rfc3339", "summarize"]
+           "evaluate", "exit_code", "load_catalog", "load_fixtures", "summarize"]

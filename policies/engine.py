@@ -11,9 +11,11 @@ from collections import defaultdict
 from datetime import datetime
 from typing import Iterable, Mapping, Sequence
 
+from estate.canonical import rfc3339
+
 from .checks import Check
 from .errors import EvidenceMissing
-from .model import Control, Evidence, Finding, Status, Waiver, rfc3339
+from .model import Control, Evidence, Finding, Status, Waiver
 
 _RAW_OK = (Status.PASS, Status.NOTAPPLICABLE)
 

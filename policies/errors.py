@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from estate.errors import SkyddError
 
-class PolicyError(Exception):
-    """Root of every error raised by ``policies``."""
+
+class PolicyError(SkyddError):
+    """Root of every error raised by ``policies`` (bad catalog or profile input: exit 2)."""
+
+    exit_code = 2
 
 
 class CatalogError(PolicyError):

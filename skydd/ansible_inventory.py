@@ -26,8 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-from .errors import InputError
-from .inventory import Inventory
+from estate.errors import InputError
+from estate.inventory import Inventory
 
 # Inventory list field -> (Ansible group, object type as in ``skydd_type``).
 OBJECT_GROUPS: dict[str, tuple[str, str]] = {

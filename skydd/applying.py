@@ -17,13 +17,14 @@ from typing import Any, Callable, Mapping, Sequence
 from audit import log
 from audit.errors import AuditError
 from audit.signing import load_signer
+from estate.errors import InputError, SkyddError
+from estate.loader import load_inventory
+from estate.settings import PLAYBOOKS_DIR, Settings
 from policies import Control, Level, PolicyError, load_catalog
+from skydd.lab import LAB_INVENTORY
 
 from . import ansible_inventory
 from .auditing import AuditResult, Selection, run_audit
-from .errors import InputError, SkyddError
-from .inventory import LAB_INVENTORY, load_inventory
-from .settings import PLAYBOOKS_DIR, Settings
 
 
 class ApplyError(SkyddError):
@@ -199,6 +200,7 @@ def run_apply(settings: Settings, inventory_path: Path | None, selection: Select
     """Apply the selected controls; never raises for a failed task (see ``problems``)."""
     import ansible_runner
 
+    inventory_path = inventory_path or LAB_INVENTORY
     inventory, inv_digest = load_inventory(inventory_path, home=settings.home)
     controls = selection.apply(load_catalog(), inventory)
     the_plan = plan(controls, selection, allow_disruptive=options.allow_disruptive)
@@ -217,7 +219,7 @@ def run_apply(settings: Settings, inventory_path: Path | None, selection: Select
     cmdline = " ".join(x for x, on in (("--check", options.check), ("--diff", options.diff)) if on)
     result = ApplyResult(the_plan, run_dir, options.check)
     extravars = {"skydd_allow_disruptive": options.allow_disruptive,
-                 "skydd_inventory_file": str((inventory_path or LAB_INVENTORY).resolve())}
+                 "skydd_inventory_file": str(inventory_path.resolve())}
     for index, run in enumerate(the_plan.runs):
         if result.problems:
             result.not_run.append(run.playbook)

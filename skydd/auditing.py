@@ -14,14 +14,16 @@ from audit.collectors import Collector, collectors_for, run_collectors
 from audit.collectors.bundle import BundleCollector, write_bundle
 from audit.errors import BundleError
 from audit.history import History, HistoryError, drift
-from audit.reports.json_report import build_report
 from audit.reports import write_reports
+from audit.reports.json_report import build_report
 from audit.signing import load_signer
+from estate.errors import InputError
+from estate.inventory import Inventory
+from estate.loader import load_inventory
+from estate.settings import Settings
 from policies import Catalog, Control, Level, evaluate, exit_code, load_catalog
+from skydd.lab import LAB_INVENTORY
 
-from .errors import InputError
-from .inventory import Inventory, load_inventory
-from .settings import Settings
 from .waivers import WaiverStore
 
 
@@ -92,7 +94,7 @@ def run_audit(settings: Settings, inventory_path: Path | None, selection: Select
               capture: Path | None = None,
               progress: Progress | None = None, actor: str = "skydd",
               clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> AuditResult:
-    inventory, inv_digest = load_inventory(inventory_path, home=settings.home)
+    inventory, inv_digest = load_inventory(inventory_path or LAB_INVENTORY, home=settings.home)
     catalog = load_catalog()
     controls = selection.apply(catalog, inventory)
     kinds = {c.applies_to.evidence for c in controls}

@@ -14,10 +14,9 @@ import typer
 from rich.console import Console
 
 from audit.errors import AuditError, VerificationError
+from estate.errors import InputError, SkyddError
+from estate.settings import Settings
 from policies import PolicyError, load_catalog
-
-from .errors import InputError, SkyddError
-from .settings import Settings
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   help="Skydd: five security levels as controls, applied with Ansible, "
@@ -132,11 +131,10 @@ def waiver_request(
     requester: Annotated[Optional[str], typer.Option(help="Who asks (default: $SKYDD_ACTOR/$USER).")] = None,
 ) -> None:
     """Ask for a waiver; it applies only once someone else approves it."""
-    from policies.checks import parse_time
-    from policies.errors import EvidenceMissing
-
     from audit import log
     from audit.signing import load_signer
+    from policies.checks import parse_time
+    from policies.errors import EvidenceMissing
 
     from .waivers import WaiverStore
 

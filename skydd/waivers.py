@@ -11,10 +11,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Iterator
 
-from policies import Waiver, rfc3339
+from estate.canonical import rfc3339
+from estate.errors import InputError
+from policies import Waiver
 from policies.checks import parse_time
-
-from .errors import InputError
 
 
 class WaiverStore:

@@ -12,7 +12,8 @@ import os
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from policies import Evidence, digest_of, rfc3339
+from estate.canonical import digest_of, rfc3339
+from policies import Evidence
 
 from ..errors import BundleError
 from .interface import Collector, Observation

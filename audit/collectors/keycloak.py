@@ -23,9 +23,9 @@ EVENT_FIELDS = ("eventsEnabled", "eventsExpiration", "eventsListeners", "adminEv
 
 
 def _connect(idp: Any) -> Any:
+    from estate.errors import InputError
+    from estate.secrets import resolve_secret
     from identity.keycloak_admin import KeycloakAdmin, KeycloakAdminError
-    from skydd.errors import InputError
-    from skydd.inventory import resolve_secret
 
     try:
         user, password = resolve_secret(idp.admin_username), resolve_secret(idp.admin_password)
@@ -173,10 +173,10 @@ class KeycloakProbeCollector(Collector):
         self.idp = idp
 
     def collect(self) -> Iterable[Observation]:
+        from estate.errors import InputError
+        from estate.secrets import resolve_secret
         from identity.keycloak_admin import KeycloakAdminError
         from identity.probe import LoginProbe, ProbeError, ProbeSettings
-        from skydd.errors import InputError
-        from skydd.inventory import resolve_secret
 
         p = self.idp.probe
         try:

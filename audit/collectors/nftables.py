@@ -101,7 +101,7 @@ class NftablesCollector(Collector):
 
 
 def plans(inventory: Any) -> Sequence[dict[str, Any]]:
-    from skydd.lab.network_plan import firewall_plan
+    from estate.network_plan import firewall_plan
     return [firewall_plan(inventory, fw) for fw in inventory.firewalls]
 
 

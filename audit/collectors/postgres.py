@@ -49,7 +49,7 @@ def _connect(db: Any, dbname: str, role: str) -> Any:
     host = db.socket_dir or db.host
     kw: dict[str, Any] = {}
     if db.password:
-        from skydd.inventory import resolve_secret
+        from estate.secrets import resolve_secret
         try:
             kw["password"] = resolve_secret(db.password)
         except Exception as err:

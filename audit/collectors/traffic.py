@@ -244,7 +244,7 @@ def _wait(cond: Any, seconds: float, message: str) -> None:
 
 
 def _targets(inventory: Any) -> list[tuple[str, list[dict], dict, dict, str | None]]:
-    from skydd.lab.network_plan import classified_segments, inside_segment
+    from estate.network_plan import classified_segments, inside_segment
 
     classified = classified_segments(inventory)
     out = []

@@ -35,8 +35,8 @@ class TrainingCollector(Collector):
             raise CollectorError(str(err)) from err
         try:
             kc = self.keycloak
-            from skydd.inventory import resolve_secret
-            from skydd.errors import InputError
+            from estate.errors import InputError
+            from estate.secrets import resolve_secret
             try:
                 user, password = resolve_secret(kc["admin_username"]), resolve_secret(kc["admin_password"])
             except InputError as err:

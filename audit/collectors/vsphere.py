@@ -309,8 +309,8 @@ class _Deferred(Collector):
 
 
 def from_inventory(inventory: Any, home: Path) -> list[Collector]:
-    from skydd.errors import InputError
-    from skydd.inventory import resolve_secret
+    from estate.errors import InputError
+    from estate.secrets import resolve_secret
 
     munis = {s.id: s.municipality for s in inventory.sites}
     classification = {s.id: s.classification for s in inventory.systems}

@@ -9,7 +9,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from policies import Finding, canonical_json, rfc3339, summarize
+from estate.canonical import canonical_json, rfc3339
+from policies import Finding, summarize
 
 from ..errors import VerificationError
 from ..signing import Signer, load_public_key, verify

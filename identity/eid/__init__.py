@@ -1,7 +1,7 @@
 """e-ID cards: a lab CA issuing SITHS-like card certificates, revocation with a published CRL,
 and a validator that says why a card is refused."""
 
-from .ca import CardAuthority, CardIdentity, SITHS_LAB_POLICY_OID, pem_of
+from .ca import SITHS_LAB_POLICY_OID, CardAuthority, CardIdentity, pem_of
 from .validator import CardRefused, CardVerdict, evaluate_card, verify_card
 
 __all__ = ["CardAuthority", "CardIdentity", "CardRefused", "CardVerdict", "SITHS_LAB_POLICY_OID",

@@ -66,8 +66,15 @@ def main():
     )
     p = module.params
     try:
-        from identity.training_enforce import (DirectoryError, Plan, connect, execute, plan,
-                                               read_directory, sync)
+        from identity.training_enforce import (
+            DirectoryError,
+            Plan,
+            connect,
+            execute,
+            plan,
+            read_directory,
+            sync,
+        )
         from identity.training_store import TrainingStore, TrainingStoreError, redact_url
     except ImportError as err:
         module.fail_json(msg=f"Skydd's Python packages are not importable by {__import__('sys').executable}: {err}")

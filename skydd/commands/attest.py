@@ -14,10 +14,9 @@ import typer
 from audit import log
 from audit.attestations import AttestationError, AttestationStore, make_attestation, parse_expiry
 from audit.signing import load_signer
+from estate.errors import InputError
+from estate.settings import Settings
 from policies import load_catalog
-
-from ..errors import InputError
-from ..settings import Settings
 
 
 def attest(

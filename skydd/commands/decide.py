@@ -12,11 +12,13 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 
+from estate.errors import InputError
+from estate.loader import load_inventory
+from estate.settings import Settings
 from identity.errors import IdentityConfigError
+from skydd.lab import LAB_INVENTORY
 
-from ..errors import InputError
-from ..inventory import load_inventory
-from ..settings import Settings
+from ..deny_log import DenyLog
 
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 InventoryOpt = Annotated[Optional[Path], typer.Option("--inventory", help="Inventory YAML (default: the lab's).")]
@@ -25,7 +27,7 @@ InventoryOpt = Annotated[Optional[Path], typer.Option("--inventory", help="Inven
 def _decider(inventory: Path | None, settings: Settings):  # -> AccessDecision
     from identity.decision import AccessDecision
 
-    inv, _ = load_inventory(inventory, home=settings.home)
+    inv, _ = load_inventory(inventory or LAB_INVENTORY, home=settings.home)
     try:
         return AccessDecision.from_inventory(inv, settings.home)
     except IdentityConfigError as e:
@@ -51,11 +53,12 @@ def decide(
     """The access decision for a token, as JSON. Exit 0 allow, 1 deny, 2 bad input."""
     settings = Settings.from_env()
     token = read_token(token_file)
-    decider = _decider(inventory, settings)
+    decision = _decider(inventory, settings).decide(token, datetime.now(UTC))
+    deny_log = DenyLog(settings.home)
     try:
-        decision = decider.decide(token, datetime.now(UTC))
+        deny_log.record(decision)
     finally:
-        decider.close()
+        deny_log.close()
     print(json.dumps(decision.to_dict(), indent=2, ensure_ascii=False))
     raise typer.Exit(0 if decision.allow else 1)
 

@@ -8,9 +8,10 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 
-from ..errors import LabError
+from estate.settings import Settings
+from skydd.lab.errors import LabError
+
 from ..lab import services
-from ..settings import Settings
 
 lab_app = typer.Typer(no_args_is_help=True, help="The local lab of real services (root).")
 err = Console(stderr=True, highlight=False, soft_wrap=True)

@@ -12,9 +12,8 @@ from rich.console import Console
 from audit.errors import VerificationError
 from audit.log import LogReport, verify_log
 from audit.signing import load_home_public_key, load_public_key
-
-from ..errors import InputError
-from ..settings import Settings
+from estate.errors import InputError
+from estate.settings import Settings
 
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 out = Console(highlight=False, soft_wrap=True)

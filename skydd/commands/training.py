@@ -10,12 +10,12 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 
+from estate.errors import InputError, SkyddError
+from estate.loader import load_inventory
+from estate.settings import Settings
 from identity.training_import import FORMATS, ImportRejected, guess_format, import_file
 from identity.training_store import TrainingStore, TrainingStoreError, UserStanding, redact_url
-
-from ..errors import InputError, SkyddError
-from ..inventory import load_inventory
-from ..settings import Settings
+from skydd.lab import LAB_INVENTORY
 
 training_app = typer.Typer(no_args_is_help=True, help="Training records that gate access (level e).")
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -29,7 +29,7 @@ class StoreUnavailable(SkyddError):
 
 
 def open_store(inventory: Path | None, settings: Settings) -> TrainingStore:
-    inv, _ = load_inventory(inventory, home=settings.home)
+    inv, _ = load_inventory(inventory or LAB_INVENTORY, home=settings.home)
     try:
         return TrainingStore(inv.training_store.url)
     except TrainingStoreError as e:

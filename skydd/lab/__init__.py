@@ -8,6 +8,8 @@ from pathlib import Path
 
 from .service import LabService
 
+LAB_INVENTORY = Path(__file__).parent / "inventory.yaml"  # also the example inventory
+
 # Start order: the network first (others live in its namespaces), vcsim last.
 SERVICES: tuple[str, ...] = ("network", "postgres", "keycloak", "training", "vcsim")
 
@@ -17,7 +19,7 @@ def services(home: Path, only: list[str] | None = None) -> list[LabService]:
     if only:
         unknown = [n for n in only if n not in names]
         if unknown:
-            from ..errors import InputError
+            from estate.errors import InputError
             raise InputError(f"unknown lab service {', '.join(unknown)} (known: {', '.join(names) or 'none'})")
         names = [n for n in names if n in only]
     return [import_module(f"{__name__}.{n}").Service(home) for n in names]

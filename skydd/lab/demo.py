@@ -11,8 +11,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Callable
 
-from ..errors import LabError
-from ..settings import Settings
+from estate.settings import Settings
+
+from .errors import LabError
 
 # Manual controls an officer attests in the demo, with the record the attestation rests on.
 ATTESTED = {

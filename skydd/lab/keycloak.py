@@ -27,8 +27,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from ..errors import LabError
-from ..settings import CACHE_DIR
+from estate.settings import CACHE_DIR
+
+from .errors import LabError
 from .service import LabService, Progress
 
 VERSION = "26.7.3"

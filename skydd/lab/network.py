@@ -21,8 +21,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..errors import LabError
-from ..inventory import Inventory
+from estate.inventory import Inventory
+
+from .errors import LabError
 from .network_plan import ip_of, segments
 from .service import LabService, Progress
 

@@ -27,8 +27,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import LabError
-from ..inventory import Database, Inventory
+from estate.inventory import Database, Inventory
+
+from .errors import LabError
 from .service import LabService, Progress
 
 MONITOR_ROLE = "skydd"

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 if TYPE_CHECKING:
-    from ..inventory import Inventory
+    from estate.inventory import Inventory
 
 Progress = Callable[[str], None]
 
@@ -26,11 +26,14 @@ class LabService(abc.ABC):
 
     def _inventory(self) -> "Inventory":
         """The inventory the lab is built from; a bad one is a ``LabError`` naming the problem."""
-        from ..errors import InputError, LabError
-        from ..inventory import load_inventory
+        from estate.errors import InputError
+        from estate.loader import load_inventory
+
+        from . import LAB_INVENTORY
+        from .errors import LabError
 
         try:
-            inv, _ = load_inventory(self.inventory_path, home=self.home)
+            inv, _ = load_inventory(self.inventory_path or LAB_INVENTORY, home=self.home)
         except InputError as err:
             raise LabError(str(err)) from err
         return inv

@@ -17,7 +17,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from ..errors import InputError, LabError
+from estate.errors import InputError
+
+from .errors import LabError
 from .service import LabService, Progress
 
 CATALOGUE = Path(__file__).with_name("training-courses.json")
@@ -64,11 +66,10 @@ class Service(LabService):
         return self.state_dir / "seeded"
 
     def up(self, progress: Progress) -> None:
+        from estate.secrets import resolve_secret
         from identity.training_enforce import DirectoryError, connect, read_directory
         from identity.training_import import ImportRejected, import_file
         from identity.training_store import TrainingStore, TrainingStoreError
-
-        from ..inventory import resolve_secret
 
         inv = self._inventory()
         if self.marker.exists():

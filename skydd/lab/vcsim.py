@@ -33,8 +33,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from ..errors import LabError
-from ..settings import CACHE_DIR
+from estate.settings import CACHE_DIR
+
+from .errors import LabError
 from .service import LabService, Progress
 
 SOURCE = Path(__file__).with_name("vsphere_sim")  # the Go module of skydd-vcsim

@@ -12,6 +12,7 @@ from fastapi import FastAPI
 
 from identity.decision import AccessDecision
 
+from ..deny_log import DenyLog
 from .decision_api import Clock, router
 from .headers import SecurityHeaders
 
@@ -20,15 +21,16 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-def create_app(decider: AccessDecision, *, clock: Clock = utc_now) -> FastAPI:
-    """The app around one decision service. No docs, no OpenAPI: nothing but the API."""
+def create_app(decider: AccessDecision, deny_log: DenyLog, *, clock: Clock = utc_now) -> FastAPI:
+    """The app around one decision service and its deny log. No docs, no OpenAPI: nothing but
+    the API."""
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         yield
-        decider.close()  # seal the deny log with a signed checkpoint
+        deny_log.close()  # seal the deny log with a signed checkpoint
 
     app = FastAPI(title="Skydd", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
-    app.include_router(router(decider, clock))
+    app.include_router(router(decider, deny_log, clock))
     app.add_middleware(SecurityHeaders)
     return app
 
@@ -36,11 +38,13 @@ def create_app(decider: AccessDecision, *, clock: Clock = utc_now) -> FastAPI:
 def app_from_env() -> FastAPI:
     """For ``uvicorn --factory``: the inventory from ``$SKYDD_INVENTORY`` (default: the lab's)
     and the home from ``$SKYDD_HOME``."""
-    from skydd.inventory import load_inventory
-    from skydd.settings import Settings
+    from estate.loader import load_inventory
+    from estate.settings import Settings
+    from skydd.lab import LAB_INVENTORY
 
     settings = Settings.from_env()
     inventory_path = os.environ.get("SKYDD_INVENTORY")
-    inventory, _ = load_inventory(Path(inventory_path) if inventory_path else None,
+    inventory, _ = load_inventory(Path(inventory_path) if inventory_path else LAB_INVENTORY,
                                   home=settings.home)
-    return create_app(AccessDecision.from_inventory(inventory, settings.home))
+    return create_app(AccessDecision.from_inventory(inventory, settings.home),
+                      DenyLog(settings.home))

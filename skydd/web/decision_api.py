@@ -22,6 +22,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from identity.decision import AccessDecision, Decision
 from identity.tokens import MAX_TOKEN_BYTES
 
+from ..deny_log import DenyLog
+
 Clock = Callable[[], datetime]
 MAX_BODY_BYTES = MAX_TOKEN_BYTES + 1024
 _UNAUTHORIZED = {"www-authenticate": 'Bearer realm="skydd"'}
@@ -64,17 +66,17 @@ def _json(body: dict[str, object], status: int, headers: dict[str, str] | None =
                     headers=headers, media_type="application/json")
 
 
-def router(decider: AccessDecision, clock: Clock) -> APIRouter:
+def router(decider: AccessDecision, deny_log: DenyLog, clock: Clock) -> APIRouter:
     api = APIRouter()
 
     async def decide(token: str) -> Decision:
         at = clock()
         if decider.verifier.would_fetch(token, at):
-            decision = await run_in_threadpool(decider.judge, token, at)
+            decision = await run_in_threadpool(decider.decide, token, at)
         else:
-            decision = decider.judge(token, at)
+            decision = decider.decide(token, at)
         if not decision.allow:  # the audit log syncs to disk: off the event loop
-            await run_in_threadpool(decider.record, decision)
+            await run_in_threadpool(deny_log.record, decision)
         return decision
 
     @api.post("/v1/decision")

@@ -13,11 +13,13 @@ import jwt
 import pytest
 import requests
 
+from estate.loader import load_inventory
 from identity.decision import AccessDecision
 from identity.errors import KeysUnavailable
 from identity.jwks import https_fetcher, parse_jwks
 from identity.tokens import Verifier, unverified_header
-from skydd.inventory import load_inventory
+from skydd.deny_log import DenyLog
+from skydd.lab import LAB_INVENTORY
 from tests.lab.conftest import ensure_lab
 from tests.unit.identity.fake_idp import RealmKey, make_tls
 
@@ -29,7 +31,7 @@ def keycloak(lab_home: Path) -> Path:
 
 
 def check_real_jwks(home: Path, scratch: Path) -> None:
-    inv, _ = load_inventory(home=home)
+    inv, _ = load_inventory(LAB_INVENTORY, home=home)
     verifier = Verifier.from_inventory(inv)
     at = dt.datetime.now(dt.UTC).timestamp()
     body = https_fetcher(verifier.jwks.source, ca_file=inv.identity_provider.ca_file, timeout=5)()
@@ -44,7 +46,7 @@ def check_real_jwks(home: Path, scratch: Path) -> None:
 
 
 def check_forged_token(home: Path, scratch: Path) -> None:
-    inv, _ = load_inventory(home=home)
+    inv, _ = load_inventory(LAB_INVENTORY, home=home)
     decider = AccessDecision.from_inventory(inv, scratch / "home")
     now = dt.datetime.now(dt.UTC)
     kid = next(iter(parse_jwks(https_fetcher(decider.verifier.jwks.source,
@@ -57,12 +59,15 @@ def check_forged_token(home: Path, scratch: Path) -> None:
     forged = jwt.encode(claims, RealmKey("attacker").private, algorithm="RS256", headers={"kid": kid})
     decision = decider.decide(forged, now)
     assert not decision.allow and decision.reasons[0].cause == "signature"
+    deny_log = DenyLog(scratch / "home")
+    deny_log.record(decision)
+    deny_log.close()
     log = (scratch / "home" / "audit.log").read_text()
     assert '"access.deny"' in log and forged not in log
 
 
 def check_password_token(home: Path, scratch: Path) -> None:
-    inv, _ = load_inventory(home=home)
+    inv, _ = load_inventory(LAB_INVENTORY, home=home)
     idp = inv.identity_provider
     issuer = f"{idp.url}/realms/{idp.realm}"
     password = (home / "lab" / "keycloak" / "staff-password").read_text().strip()

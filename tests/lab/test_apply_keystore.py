@@ -16,8 +16,8 @@ from typing import Iterator
 
 import pytest
 
+from estate.loader import load_inventory
 from skydd import ansible_inventory
-from skydd.inventory import load_inventory
 from tests.conftest import require_root
 
 SKYDD = str(Path(sys.executable).parent / "skydd")

@@ -20,9 +20,9 @@ import pytest
 from sqlalchemy import text
 
 from audit.history import History, HistoryError, drift
+from estate.settings import Settings
 from policies import Evidence
 from skydd.auditing import Selection, run_audit
-from skydd.settings import Settings
 from tests.conftest import IN_CI, require_root
 
 AT = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)

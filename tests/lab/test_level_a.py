@@ -21,8 +21,9 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from estate.loader import load_inventory
 from policies import load_catalog
-from skydd.inventory import load_inventory
+from skydd.lab import LAB_INVENTORY
 from skydd.lab.postgres import grant_traverse
 from tests.lab.conftest import ensure_lab
 
@@ -72,7 +73,7 @@ def reopen(home: Path) -> None:
 
 
 def _primary(home: Path, which: str = "primary_db") -> psycopg.Connection:
-    inv, _ = load_inventory(home=home)
+    inv, _ = load_inventory(LAB_INVENTORY, home=home)
     db = getattr(next(s for s in inv.systems if s.id == "socialcare"), which)
     assert db is not None
     return psycopg.connect(host=db.socket_dir, port=db.port, dbname=db.name, user="postgres",
@@ -150,7 +151,7 @@ def test_cutting_the_link_to_site4_fails_the_rpo_and_restoring_it_passes(mirror_
         assert code == 1
         assert statuses(by, "a.mirror-within-rpo") == {"fail"}, messages["a.mirror-within-rpo"]
         assert "heartbeat" in messages["a.mirror-within-rpo"]
-        inv, _ = load_inventory(home=home)
+        inv, _ = load_inventory(LAB_INVENTORY, home=home)
         rpo = next(s for s in inv.systems if s.id == "socialcare").rpo_seconds
         # Judged within the RPO window: the heartbeat wait is bounded by it.
         assert time.monotonic() - cut < rpo + 40

@@ -105,10 +105,11 @@ def test_second_apply_changes_nothing(journey: dict[str, Any]) -> None:
 def test_probe_scenarios_after_hardening(journey: dict[str, Any]) -> None:
     """The live probe, run once more: each refusal, the lockout and the card+OTP success."""
     from audit.collectors.keycloak import KeycloakProbeCollector
-    from skydd.inventory import load_inventory
+    from estate.loader import load_inventory
+    from skydd.lab import LAB_INVENTORY
 
     home = journey["home"]
-    inventory, _ = load_inventory(home=home)
+    inventory, _ = load_inventory(LAB_INVENTORY, home=home)
     (obs,) = KeycloakProbeCollector(inventory.identity_provider).collect()
     sc = obs.data["scenarios"]
     ok = sc["card_otp"]

@@ -27,10 +27,12 @@ def skydd(home: Path, *args: str, timeout: int = 600) -> subprocess.CompletedPro
 
 
 def directory(home: Path) -> dict[str, object]:
+    from estate.loader import load_inventory
+    from estate.secrets import resolve_secret
     from identity.training_enforce import connect, read_directory
-    from skydd.inventory import load_inventory, resolve_secret
+    from skydd.lab import LAB_INVENTORY
 
-    inv, _ = load_inventory(None, home=home)
+    inv, _ = load_inventory(LAB_INVENTORY, home=home)
     idp = inv.identity_provider
     admin = connect(idp.url, idp.realm, resolve_secret(idp.admin_username),
                     resolve_secret(idp.admin_password), idp.ca_file)
@@ -38,9 +40,10 @@ def directory(home: Path) -> dict[str, object]:
 
 
 def store_url(home: Path) -> str:
-    from skydd.inventory import load_inventory
+    from estate.loader import load_inventory
+    from skydd.lab import LAB_INVENTORY
 
-    return load_inventory(None, home=home)[0].training_store.url
+    return load_inventory(LAB_INVENTORY, home=home)[0].training_store.url
 
 
 def level_e_findings(home: Path) -> dict[str, str]:

@@ -10,8 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from audit.attestations import (AttestationError, AttestationStore, make_attestation,
-                                parse_expiry)
+from audit.attestations import AttestationError, AttestationStore, make_attestation, parse_expiry
 from audit.collectors import run_collectors
 from audit.collectors.attestation import AttestationCollector
 from audit.signing import load_signer

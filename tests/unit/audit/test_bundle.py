@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
-
-from tests.unit.skydd.test_audit_cli import CONTROL, inventory, run
 
 from audit.collectors import run_collectors
 from audit.collectors.bundle import BundleCollector
+from tests.unit.skydd.test_audit_cli import CONTROL, inventory, run
 
 
 def test_capture_then_replay_offline(tmp_path: Path) -> None:

@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 
 from audit.history import History, HistoryError, drift
-from policies import Evidence, rfc3339
+from estate.canonical import rfc3339
+from estate.settings import Settings
+from policies import Evidence
 from skydd.auditing import Selection, run_audit
-from skydd.settings import Settings
 
 AT = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 

@@ -11,10 +11,18 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from audit import log
 from audit.errors import VerificationError
-from audit.log import (CHECKPOINT, GENESIS, AuditLog, LogWriteError, Problem, line_hash,
-                       require_intact, verify_log)
+from audit.log import (
+    CHECKPOINT,
+    GENESIS,
+    AuditLog,
+    LogWriteError,
+    Problem,
+    line_hash,
+    require_intact,
+    verify_log,
+)
 from audit.signing import Signer, load_signer
-from policies import canonical_json
+from estate.canonical import canonical_json
 
 T0 = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 

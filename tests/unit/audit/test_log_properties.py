@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from audit.log import GENESIS, AuditLog, _entry_line, verify_log
 from audit.signing import Signer
-from policies import canonical_json
+from estate.canonical import canonical_json
 
 SIGNER = Signer(Ed25519PrivateKey.generate())
 

@@ -10,10 +10,17 @@ import jinja2
 import pytest
 
 from audit.collectors.suricata import queue_rules, read_config
-from policies.named.level_b import (Ruleset, describe, nft_declared_flows_only, nft_default_deny,
-                                    nft_drop_logging, nft_management_restricted)
-from skydd.inventory import load_inventory
-from skydd.lab.network_plan import firewall, firewall_plan
+from estate.loader import load_inventory
+from estate.network_plan import firewall, firewall_plan
+from policies.named.level_b import (
+    Ruleset,
+    describe,
+    nft_declared_flows_only,
+    nft_default_deny,
+    nft_drop_logging,
+    nft_management_restricted,
+)
+from skydd.lab import LAB_INVENTORY
 
 AT = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 ROLES = Path(__file__).resolve().parents[3] / "playbooks" / "roles"
@@ -165,7 +172,7 @@ def test_suricata_config_renders_the_fail_mode_and_is_read_back(tmp_path: Path, 
 
 
 def test_fw1_and_fw2_rule_sets_differ_and_each_allows_the_declared_flow() -> None:
-    inv, _ = load_inventory(home=Path("/srv/skydd"))
+    inv, _ = load_inventory(LAB_INVENTORY, home=Path("/srv/skydd"))
     texts = {}
     for fw_id in ("sunne-fw1", "sunne-fw2"):
         plan = firewall_plan(inv, firewall(inv, fw_id))

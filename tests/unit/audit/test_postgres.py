@@ -10,8 +10,10 @@ from typing import Any, Callable
 
 from audit.collectors import collectors_for, run_collectors
 from audit.collectors.postgres import ReplicationCollector, from_inventory
+from estate.inventory import Database, System
+from estate.loader import load_inventory
 from policies import Status, evaluate, load_catalog
-from skydd.inventory import Database, System, load_inventory
+from skydd.lab import LAB_INVENTORY
 
 AT = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 
@@ -26,7 +28,7 @@ def _system(tmp_path: Path, rpo: int = 20) -> System:
 
 
 def test_the_lab_inventory_yields_one_collector_for_the_mirrored_system(tmp_path: Path) -> None:
-    inv, _ = load_inventory(home=tmp_path)
+    inv, _ = load_inventory(LAB_INVENTORY, home=tmp_path)
     found = from_inventory(inv, tmp_path)
     assert [c.source_id for c in found] == ["socialcare"]
     (c,) = found

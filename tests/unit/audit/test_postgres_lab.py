@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from skydd.errors import LabError
-from skydd.inventory import LAB_INVENTORY
+from skydd.lab import LAB_INVENTORY
+from skydd.lab.errors import LabError
 from skydd.lab.postgres import Service, _acl, _is_postmaster, _unmask, revoke_traverse
 
 UID = 4242  # any uid other than the owner's
@@ -29,8 +29,8 @@ def _acl_supported(path: Path) -> bool:
 
 def test_the_lab_inventory_names_a_primary_in_dc_and_a_mirror_in_site4(tmp_path: Path) -> None:
     svc = Service(tmp_path)
-    from skydd.inventory import load_inventory
-    inv, _ = load_inventory(home=tmp_path)
+    from estate.loader import load_inventory
+    inv, _ = load_inventory(LAB_INVENTORY, home=tmp_path)
     found = {(c.system, c.role): c for c in svc.clusters(inv)}
     assert set(found) == {("socialcare", "primary"), ("socialcare", "mirror")}
     assert found["socialcare", "primary"].db.namespace == "skydd-dc"

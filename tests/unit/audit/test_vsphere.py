@@ -11,8 +11,14 @@ from pyVmomi import vim, vmodl
 
 from audit.collectors import run_collectors
 from audit.collectors.interface import CollectorError
-from audit.collectors.vsphere import (Placement, connector, from_inventory,
-                                      host_ntp, host_services, shape)
+from audit.collectors.vsphere import (
+    Placement,
+    connector,
+    from_inventory,
+    host_ntp,
+    host_services,
+    shape,
+)
 from policies import Status, evaluate, load_catalog
 
 AT = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
@@ -166,9 +172,10 @@ def test_missing_ca_file_is_a_collector_error(tmp_path: Path) -> None:
 
 
 def test_unreadable_secret_gives_error_evidence_for_both_kinds(tmp_path: Path) -> None:
-    from skydd.inventory import load_inventory
+    from estate.loader import load_inventory
+    from skydd.lab import LAB_INVENTORY
 
-    inv, _ = load_inventory(home=tmp_path)  # the lab inventory; vcsim's secret files are absent
+    inv, _ = load_inventory(LAB_INVENTORY, home=tmp_path)  # the lab inventory; vcsim's secret files are absent
     collectors = from_inventory(inv, tmp_path)
     ev = run_collectors(collectors, clock=lambda: AT)
     assert {e.kind for e in ev} == {"vsphere.host", "vsphere.vm"}

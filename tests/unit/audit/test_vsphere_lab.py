@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
-from skydd.errors import LabError
 from skydd.lab import vcsim
+from skydd.lab.errors import LabError
 
 
 def test_tls_material_chains_to_its_ca_and_names_loopback(tmp_path: Path) -> None:

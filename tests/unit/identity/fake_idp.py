@@ -134,7 +134,7 @@ class FakeIdp:
         self._thread.join(timeout=5)
 
     def inventory(self, *, realm: str = "socialcare") -> Any:
-        from skydd.inventory import Inventory
+        from estate.inventory import Inventory
 
         return Inventory.model_validate({
             "name": "test",

@@ -14,13 +14,26 @@ from typing import Any
 
 import jwt
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from identity.decision import AccessDecision, Policy
-from identity.errors import (AlgorithmNotAllowed, BadSignature, CriticalHeader, Expired,
-                             IssuedInFuture, KeysUnavailable, MalformedToken, NotYetValid,
-                             TokenError, UnknownKey, WrongAudience, WrongIssuer, WrongParty,
-                             WrongTokenType)
+from identity.errors import (
+    AlgorithmNotAllowed,
+    BadSignature,
+    CriticalHeader,
+    Expired,
+    IssuedInFuture,
+    KeysUnavailable,
+    MalformedToken,
+    NotYetValid,
+    TokenError,
+    UnknownKey,
+    WrongAudience,
+    WrongIssuer,
+    WrongParty,
+    WrongTokenType,
+)
 from identity.settings import IdentitySettings
 from identity.tokens import Verifier
 from identity.training import TrainingStatus

@@ -1,15 +1,14 @@
-"""The access decision's rules, its training sources and its audit trail."""
+"""The access decision's rules and its training sources."""
 
 from __future__ import annotations
 
 import datetime as dt
-import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from identity.decision import AccessDecision, AuditDenyLog, Code, Decision, Policy, evaluate
+from identity.decision import Code, Policy, evaluate
 from identity.errors import TrainingUnavailable
 from identity.tokens import VerifiedToken
 from identity.training import FileTrainingSource, StoreTrainingSource, TrainingStatus
@@ -106,8 +105,9 @@ def test_file_training_source(tmp_path: Path) -> None:
 
 
 def test_store_training_source_over_a_real_sqlite_store(tmp_path: Path) -> None:
-    from identity.training_store import Completion, Course, TrainingStore, User
     from sqlalchemy import select
+
+    from identity.training_store import Completion, Course, TrainingStore, User
 
     url = f"sqlite:///{tmp_path / 'training.db'}"
     with pytest.raises(TrainingUnavailable):
@@ -133,42 +133,3 @@ def test_store_training_source_over_a_real_sqlite_store(tmp_path: Path) -> None:
     assert not bo.current and "not completed" in (bo.reason or "")
     assert not src.training_status("eve", None, AT).current
     assert not src.training_status("anna.torsby", "SE-OTHER", AT).current
-
-
-def test_every_deny_is_in_the_audit_log_without_the_token(tmp_path: Path) -> None:
-    from tests.unit.identity.fake_idp import FakeIdp
-    from identity.tokens import Verifier
-
-    idp = FakeIdp(tmp_path / "idp")
-    try:
-        home = tmp_path / "home"
-        decider = AccessDecision(Verifier.from_inventory(idp.inventory()), POLICY, Trained(),
-                                 AuditDenyLog(home))
-        good = idp.token(AT)
-        assert decider.decide(good, AT).allow
-        low = idp.token(AT, acr="1")
-        assert decider.decide(low, AT).codes == ("acr",)
-        assert decider.decide("not.a.token", AT).codes == ("token",)
-    finally:
-        idp.stop()
-    text = (home / "audit.log").read_text()
-    entries = [e for e in map(json.loads, text.splitlines()) if e["event"].startswith("access.")]
-    assert [e["event"] for e in entries] == ["access.deny", "access.deny"]  # allows are not logged
-    assert entries[0]["data"]["user"] == "anna.torsby"
-    assert entries[0]["data"]["reasons"][0]["code"] == "acr"
-    assert entries[1]["data"]["reasons"][0]["cause"] == "malformed"
-    assert low not in text and good not in text and low.split(".")[1] not in text
-    assert entries[0]["data"]["token"].startswith("sha256:") and entries[0]["at"].startswith("2026-11-25T12:00")
-
-
-def test_a_failing_audit_log_does_not_turn_a_deny_into_an_allow() -> None:
-    def broken(decision: Decision) -> None:
-        raise OSError("disk full")
-
-    class NoVerifier:
-        def verify(self, token: str, at: dt.datetime) -> VerifiedToken:
-            return token_(acr="1")
-
-    token_ = token
-    decider = AccessDecision(NoVerifier(), POLICY, Trained(), broken)  # type: ignore[arg-type]
-    assert not decider.decide("x", AT).allow

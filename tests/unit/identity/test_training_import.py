@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from identity.training_import import ImportRejected, import_file, import_text
+from identity.training_import import ImportRejected, import_text
 from identity.training_store import Completion, TrainingStore
 
 AT = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)

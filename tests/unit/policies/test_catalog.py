@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from policies import Level, Status, load_catalog, load_fixtures
+from policies import Status, load_catalog, load_fixtures
 from policies.engine import check_status
 
 CATALOG = load_catalog()

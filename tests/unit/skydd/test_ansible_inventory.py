@@ -12,16 +12,16 @@ from pathlib import Path
 
 import pytest
 
+from estate.errors import InputError
+from estate.loader import load_inventory
+from estate.settings import PLAYBOOKS_DIR
 from policies import Control, Level, Remediation, Severity
 from policies.model import AppliesTo
 from skydd import ansible_inventory as ai
-from skydd.applying import (ApplyError, ApplyResult, _EventHandler, plan, playbook_path,
-                            runner_env)
+from skydd.applying import ApplyError, ApplyResult, _EventHandler, plan, playbook_path, runner_env
 from skydd.auditing import Selection
 from skydd.commands.apply import diff_lines
-from skydd.errors import InputError
-from skydd.inventory import load_inventory
-from skydd.settings import PLAYBOOKS_DIR
+from skydd.lab import LAB_INVENTORY
 
 INVENTORY = """
 name: apply-test
@@ -217,7 +217,7 @@ def test_every_level_playbook_and_site_yml_exist() -> None:
 
 def test_site_yml_and_every_level_playbook_parse_against_the_lab_inventory(tmp_path: Path) -> None:
     """Every play, role and task file the levels import exists and is valid Ansible."""
-    inv, _ = load_inventory(home=tmp_path)
+    inv, _ = load_inventory(LAB_INVENTORY, home=tmp_path)
     run = tmp_path / "run"
     run.mkdir()
     path = ai.write(ai.build(inv, run_dir=run, home=tmp_path), run)

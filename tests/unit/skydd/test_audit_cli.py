@@ -138,10 +138,10 @@ def test_unreachable_history_still_writes_the_signed_report(tmp_path: Path, keys
 
 
 def test_profile_leaves_out_controls_and_the_report_says_why(tmp_path: Path, keystore: Path) -> None:
+    from estate.errors import InputError
+    from estate.loader import load_inventory
     from policies import load_catalog
     from skydd.auditing import Selection
-    from skydd.errors import InputError
-    from skydd.inventory import load_inventory
 
     (tmp_path / "profiles").mkdir()
     (tmp_path / "profiles" / "no-kms.yaml").write_text(

@@ -8,10 +8,11 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from identity.decision import AccessDecision, AuditDenyLog, Policy
+from identity.decision import AccessDecision, Policy
 from identity.settings import IdentitySettings
 from identity.tokens import Verifier
 from identity.training import TrainingStatus
+from skydd.deny_log import DenyLog
 from skydd.web.app import create_app
 from tests.unit.identity.fake_idp import FakeIdp
 
@@ -27,8 +28,8 @@ class Trained:
 def client(idp: FakeIdp, tmp_path: Path) -> TestClient:
     verifier = Verifier.from_inventory(idp.inventory(), IdentitySettings())
     policy = Policy(municipality_groups=frozenset({"torsby", "sunne", "hagfors"}))
-    decider = AccessDecision(verifier, policy, Trained(), AuditDenyLog(tmp_path / "home"))
-    return TestClient(create_app(decider, clock=lambda: AT))
+    decider = AccessDecision(verifier, policy, Trained())
+    return TestClient(create_app(decider, DenyLog(tmp_path / "home"), clock=lambda: AT))
 
 
 def test_authz_allows_with_identity_headers(idp: FakeIdp, client: TestClient) -> None:
@@ -96,7 +97,7 @@ def test_keys_unavailable_is_503(tmp_path: Path) -> None:
     try:
         verifier = Verifier.from_inventory(own.inventory(), IdentitySettings())
         decider = AccessDecision(verifier, Policy(municipality_groups=frozenset({"torsby"})), Trained())
-        c = TestClient(create_app(decider, clock=lambda: AT))
+        c = TestClient(create_app(decider, DenyLog(tmp_path / "home"), clock=lambda: AT))
         r = c.get("/v1/authz", headers={"Authorization": f"Bearer {own.token(AT)}"})
         assert r.status_code == 503 and r.json()["reasons"][0]["cause"] == "keys_unavailable"
     finally:

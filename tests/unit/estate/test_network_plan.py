@@ -8,11 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from skydd.errors import InputError
-from skydd.inventory import load_inventory
-from skydd.lab.network_plan import firewall, firewall_plan, inside_segment, main
+from estate.errors import InputError
+from estate.loader import load_inventory
+from estate.network_plan import firewall, firewall_plan, inside_segment, main
+from skydd.lab import LAB_INVENTORY
 
-INV, _ = load_inventory(home=Path("/srv/skydd"))
+INV, _ = load_inventory(LAB_INVENTORY, home=Path("/srv/skydd"))
 
 
 @pytest.mark.parametrize("muni, lan", [("torsby", "10.1.1.0/24"), ("sunne", "10.2.1.0/24"),
@@ -40,13 +41,13 @@ def test_fw2_finds_the_lan_behind_fw1() -> None:
 def test_unknown_firewall_is_one_line_and_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(InputError, match="no firewall 'nope'"):
         firewall(INV, "nope")
-    assert main(["nope"]) == 2
+    assert main(["--inventory", str(LAB_INVENTORY), "nope"]) == 2
     assert capsys.readouterr().err.count("\n") == 1
 
 
 def test_command_line_prints_the_plan_as_json(capsys: pytest.CaptureFixture[str],
                                                monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SKYDD_HOME", "/srv/skydd")
-    assert main(["sunne-fw2"]) == 0
+    assert main(["--inventory", str(LAB_INVENTORY), "sunne-fw2"]) == 0
     plan = json.loads(capsys.readouterr().out)
     assert plan["id"] == "sunne-fw2" and plan["ips"] is True and plan["namespace"] == "skydd-sun-fw2"

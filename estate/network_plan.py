@@ -5,7 +5,7 @@ The firewall roles, the nftables collector and the lab network all read this one
 is built, what is enforced and what is judged cannot drift apart. As a script it prints one
 firewall's plan as JSON for the playbooks::
 
-    python -m skydd.lab.network_plan [--inventory PATH] FIREWALL_ID
+    python -m estate.network_plan --inventory PATH [--home DIR] FIREWALL_ID
 """
 
 from __future__ import annotations
@@ -17,8 +17,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..errors import InputError
-from ..inventory import Firewall, Inventory, Segment, load_inventory
+from .errors import InputError
+from .inventory import Firewall, Inventory, Segment
+from .loader import load_inventory
+from .settings import Settings
 
 # The ports a firewall's own management listens on (SSH); only the management network may reach them.
 MANAGEMENT_PORTS = (22,)
@@ -115,12 +117,14 @@ def firewall(inv: Inventory, fw_id: str) -> Firewall:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m skydd.lab.network_plan")
-    parser.add_argument("--inventory", type=Path, default=None)
+    parser = argparse.ArgumentParser(prog="python -m estate.network_plan")
+    parser.add_argument("--inventory", type=Path, required=True)
+    parser.add_argument("--home", type=Path, default=None, help="default: $SKYDD_HOME")
     parser.add_argument("firewall")
     args = parser.parse_args(argv)
     try:
-        inv, _ = load_inventory(args.inventory or None)
+        home = args.home.resolve() if args.home else Settings.from_env().home
+        inv, _ = load_inventory(args.inventory, home=home)
         print(json.dumps(firewall_plan(inv, firewall(inv, args.firewall)), sort_keys=True))
     except InputError as err:
         print(f"error: {err}", file=sys.stderr)

@@ -7,14 +7,16 @@ from pathlib import Path
 import pytest
 from ruamel.yaml import YAML
 
-from skydd.errors import InputError
-from skydd.inventory import LAB_INVENTORY, load_inventory, resolve_secret
+from estate.errors import InputError
+from estate.loader import load_inventory
+from estate.secrets import resolve_secret
+from skydd.lab import LAB_INVENTORY
 
 LAB = LAB_INVENTORY.read_text()
 
 
 def test_lab_inventory_names_the_three_municipalities_and_the_fourth_site(tmp_path: Path) -> None:
-    inv, digest = load_inventory(home=tmp_path)
+    inv, digest = load_inventory(LAB_INVENTORY, home=tmp_path)
     assert {m.id for m in inv.municipalities} == {"torsby", "sunne", "hagfors"}
     assert any(s.municipality is None for s in inv.sites)
     care = next(s for s in inv.systems if s.id == "socialcare")
@@ -75,9 +77,9 @@ def test_not_yaml_and_missing_file(tmp_path: Path) -> None:
     bad = tmp_path / "inv.yaml"
     bad.write_text("name: [x\n")
     with pytest.raises(InputError, match="not valid YAML"):
-        load_inventory(bad)
+        load_inventory(bad, home=tmp_path)
     with pytest.raises(InputError, match="cannot read"):
-        load_inventory(tmp_path / "absent.yaml")
+        load_inventory(tmp_path / "absent.yaml", home=tmp_path)
 
 
 def test_secret_references(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,60 +1,17 @@
-"""The inventory: municipalities, sites, firewalls, hypervisors, systems, identity provider and
-training store, loaded strictly from YAML. A bad inventory is one error naming file, line and field.
-
-Secrets never live in the inventory: fields typed ``SecretRef`` take ``env:NAME`` or ``file:PATH``.
+"""The inventory model: municipalities, sites, firewalls, hypervisors, systems, identity provider
+and training store. Strict: unknown fields are refused, references between objects are checked.
+``estate.loader`` reads it from YAML; secrets are only references (``estate.secrets``).
 """
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
-from ruamel.yaml import YAML
-from ruamel.yaml.comments import CommentedMap, CommentedSeq
-from ruamel.yaml.error import YAMLError
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from policies import digest_of
+from .secrets import FolderUrl, SecretRef
 
-from .errors import InputError
-
-LAB_INVENTORY = Path(__file__).parent / "lab" / "inventory.yaml"
 _ID = r"^[a-z0-9][a-z0-9-]{0,62}$"
-
-
-def _secret_ref(value: str) -> str:
-    scheme, sep, rest = value.partition(":")
-    if not sep or scheme not in ("env", "file") or not rest:
-        raise ValueError("secrets must be a reference 'env:NAME' or 'file:PATH', never a value")
-    return value
-
-
-SecretRef = Annotated[str, AfterValidator(_secret_ref)]
-
-
-def _folder_url(value: str) -> str:
-    scheme, sep, rest = value.partition("://")
-    if not sep or scheme not in ("https", "file") or not rest.strip("/"):
-        raise ValueError("must be an https://HOST/PATH/ or file:///PATH/ URL of a folder")
-    return value
-
-
-FolderUrl = Annotated[str, AfterValidator(_folder_url)]
-
-
-def resolve_secret(ref: str) -> str:
-    """Read the secret a reference points at; raises ``InputError`` when it is absent."""
-    scheme, _, rest = ref.partition(":")
-    if scheme == "env":
-        if rest not in os.environ:
-            raise InputError(f"secret {ref}: environment variable {rest} is not set")
-        return os.environ[rest]
-    path = Path(rest)
-    try:
-        return path.read_text(encoding="utf-8").strip()
-    except OSError as err:
-        raise InputError(f"secret {ref}: cannot read {path}: {err.strerror}") from err
 
 
 class _Strict(BaseModel):
@@ -237,33 +194,33 @@ class Inventory(_Strict):
         sites = {s.id for s in self.sites}
         for i, s in enumerate(self.sites):
             if s.municipality is not None and s.municipality not in munis:
-                raise _RefError(("sites", i, "municipality"), f"unknown municipality {s.municipality!r}")
+                raise InventoryReferenceError(("sites", i, "municipality"), f"unknown municipality {s.municipality!r}")
         for i, f in enumerate(self.firewalls):
             if f.municipality not in munis:
-                raise _RefError(("firewalls", i, "municipality"), f"unknown municipality {f.municipality!r}")
+                raise InventoryReferenceError(("firewalls", i, "municipality"), f"unknown municipality {f.municipality!r}")
             if f.site not in sites:
-                raise _RefError(("firewalls", i, "site"), f"unknown site {f.site!r}")
+                raise InventoryReferenceError(("firewalls", i, "site"), f"unknown site {f.site!r}")
         system_ids = {sy.id for sy in self.systems}
         for i, h in enumerate(self.hypervisors):
             if h.site not in sites:
-                raise _RefError(("hypervisors", i, "site"), f"unknown site {h.site!r}")
+                raise InventoryReferenceError(("hypervisors", i, "site"), f"unknown site {h.site!r}")
             for dc, dc_site in h.datacenters.items():
                 if dc_site not in sites:
-                    raise _RefError(("hypervisors", i, "datacenters", dc), f"unknown site {dc_site!r}")
+                    raise InventoryReferenceError(("hypervisors", i, "datacenters", dc), f"unknown site {dc_site!r}")
             for vm, system in h.vms.items():
                 if system not in system_ids:
-                    raise _RefError(("hypervisors", i, "vms", vm), f"unknown system {system!r}")
+                    raise InventoryReferenceError(("hypervisors", i, "vms", vm), f"unknown system {system!r}")
         for i, k in enumerate(self.key_stores):
             if k.site not in sites:
-                raise _RefError(("key_stores", i, "site"), f"unknown site {k.site!r}")
+                raise InventoryReferenceError(("key_stores", i, "site"), f"unknown site {k.site!r}")
         for i, sy in enumerate(self.systems):
             for fld in ("primary_site", "mirror_site"):
                 if getattr(sy, fld) not in sites:
-                    raise _RefError(("systems", i, fld), f"unknown site {getattr(sy, fld)!r}")
+                    raise InventoryReferenceError(("systems", i, fld), f"unknown site {getattr(sy, fld)!r}")
             if sy.municipality not in munis:
-                raise _RefError(("systems", i, "municipality"), f"unknown municipality {sy.municipality!r}")
+                raise InventoryReferenceError(("systems", i, "municipality"), f"unknown municipality {sy.municipality!r}")
             if sy.mirror_db is not None and sy.primary_db is None:
-                raise _RefError(("systems", i, "mirror_db"), "a mirror needs a primary_db")
+                raise InventoryReferenceError(("systems", i, "mirror_db"), "a mirror needs a primary_db")
         return self
 
     def site(self, site_id: str) -> Site:
@@ -273,81 +230,7 @@ class Inventory(_Strict):
         return {s.id for s in self.sites}
 
 
-class _RefError(ValueError):
+class InventoryReferenceError(ValueError):
     def __init__(self, loc: tuple[Any, ...], message: str) -> None:
         super().__init__(message)
         self.loc = loc
-
-
-def _line_of(doc: Any, loc: tuple[Any, ...]) -> int | None:
-    """The 1-based line of the deepest node along ``loc`` that the YAML round-trip loader kept."""
-    node, line = doc, None
-    for part in loc:
-        if isinstance(node, CommentedMap) and part in node:
-            ln = node.lc.key(part)
-            line = ln[0] + 1 if ln else line
-            node = node[part]
-        elif isinstance(node, CommentedSeq) and isinstance(part, int) and part < len(node):
-            ln = node.lc.item(part)
-            line = ln[0] + 1 if ln else line
-            node = node[part]
-        else:
-            break
-    return line
-
-
-def load_inventory(path: Path | None = None, *, home: Path | None = None) -> tuple[Inventory, str]:
-    """Load and validate an inventory; returns it with the digest of its content.
-
-    ``${SKYDD_HOME}`` in any text value becomes ``home`` (default: ``$SKYDD_HOME`` or ``./.skydd``),
-    so every consumer sees absolute paths.
-    """
-    path = path or LAB_INVENTORY
-    if home is None:
-        home = Path(os.environ.get("SKYDD_HOME", "./.skydd")).resolve()
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as err:
-        raise InputError(f"{path}: cannot read inventory: {err.strerror}") from err
-    try:
-        doc = YAML(typ="rt").load(text)
-    except YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        line = f":{mark.line + 1}" if mark else ""
-        raise InputError(f"{path}{line}: not valid YAML: {getattr(err, 'problem', err)}") from err
-    if not isinstance(doc, CommentedMap):
-        raise InputError(f"{path}:1: an inventory must be a mapping")
-    try:
-        inv = Inventory.model_validate(_expand(_plain(doc), str(home)))
-    except ValidationError as err:
-        first = err.errors()[0]
-        loc = tuple(first["loc"])
-        ctx = first.get("ctx", {}).get("error")
-        if isinstance(ctx, _RefError):
-            loc, msg = ctx.loc, str(ctx)
-        else:
-            msg = first["msg"].removeprefix("Value error, ")
-            if first["type"] == "extra_forbidden":
-                msg = "unknown field"
-            elif first["type"] == "missing":
-                msg = "missing field"
-        line = _line_of(doc, loc)
-        field = ".".join(str(p) for p in loc) or "(top)"
-        raise InputError(f"{path}:{line or 1}: {field}: {msg}") from err
-    return inv, digest_of(_plain(doc))
-
-
-def _expand(node: Any, home: str) -> Any:
-    if isinstance(node, dict):
-        return {k: _expand(v, home) for k, v in node.items()}
-    if isinstance(node, list):
-        return [_expand(v, home) for v in node]
-    return node.replace("${SKYDD_HOME}", home) if isinstance(node, str) else node
-
-
-def _plain(node: Any) -> Any:
-    if isinstance(node, dict):
-        return {str(k): _plain(v) for k, v in node.items()}
-    if isinstance(node, list):
-        return [_plain(v) for v in node]
-    return node
