@@ -3,45 +3,23 @@ inventory is used. Bad input is one line on stderr and exit 2."""
 
 from __future__ import annotations
 
-import json
 import os
 import sys
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
 
-from audit.errors import AuditError, VerificationError
-from estate.errors import InputError, SkyddError
+from estate.errors import SkyddError
 from estate.settings import Settings
-from policies import PolicyError, load_catalog
+
+from .output import actor, err, out
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   help="Skydd: five security levels as controls, applied with Ansible, "
                        "proven with signed compliance reports.")
-catalog_app = typer.Typer(no_args_is_help=True, help="The control catalog.")
-report_app = typer.Typer(no_args_is_help=True, help="Signed compliance reports.")
-log_app = typer.Typer(no_args_is_help=True, help="The hash-chained audit log.")
-waiver_app = typer.Typer(no_args_is_help=True, help="Waivers, with four eyes.")
-app.add_typer(catalog_app, name="catalog")
-app.add_typer(report_app, name="report")
-app.add_typer(log_app, name="log")
-app.add_typer(waiver_app, name="waiver")
-
-err = Console(stderr=True, highlight=False, soft_wrap=True)
-out = Console(highlight=False, soft_wrap=True)
 
 InventoryOpt = Annotated[Optional[Path], typer.Option("--inventory", help="Inventory YAML (default: the lab's).")]
-
-
-def actor() -> str:
-    return os.environ.get("SKYDD_ACTOR") or os.environ.get("SUDO_USER") or os.environ.get("USER") or "unknown"
-
-
-def now() -> datetime:
-    return datetime.now(UTC)
 
 
 @app.command()
@@ -80,117 +58,6 @@ def audit(
     raise typer.Exit(result.exit_code)
 
 
-@catalog_app.command("list")
-def catalog_list(fmt: Annotated[str, typer.Option("--format", help="json or table")] = "table") -> None:
-    """The controls: id, level, title, severity, references, remediation."""
-    if fmt not in ("json", "table"):
-        raise InputError(f"--format {fmt!r}: use json or table")
-    cat = load_catalog()
-    rows = [{"id": c.id, "level": c.level.value, "title": c.title, "severity": c.severity.value,
-             "references": {k: list(v) for k, v in c.references.items()},
-             "remediation": ({"playbook": c.remediation.playbook, "tags": list(c.remediation.tags),
-                              "disruptive": c.remediation.disruptive} if c.remediation else None)}
-            for c in cat.controls]
-    if fmt == "json":
-        print(json.dumps({"catalog": {"version": cat.version, "digest": cat.digest},
-                          "controls": rows}, indent=2, ensure_ascii=False))
-        return
-    for r in rows:
-        out.print(f"{r['id']:<40} {r['severity']:<9} {r['title']}")
-    out.print(f"{len(rows)} controls")
-
-
-@report_app.command("verify")
-def report_verify(
-    file: Path,
-    public_key: Annotated[Optional[Path], typer.Option("--public-key", help="The key you trust (default: the one beside the report).")] = None,
-) -> None:
-    """Check a report's signature. Exit 0 valid, 1 invalid."""
-    from audit.reports.json_report import verify_report
-
-    pem = None
-    if public_key is not None:
-        try:
-            pem = public_key.read_bytes()
-        except OSError as e:
-            raise InputError(f"--public-key {public_key}: {e.strerror}") from e
-    try:
-        report = verify_report(file, pem)
-    except VerificationError as e:
-        err.print(f"invalid: {e}")
-        raise typer.Exit(1) from e
-    out.print(f"valid: report {report['id']} signed by {report['signature']['key_id']}")
-
-
-@waiver_app.command("request")
-def waiver_request(
-    control: Annotated[str, typer.Argument(help="Control id.")],
-    reason: Annotated[str, typer.Option(help="Why the control cannot pass for now.")],
-    expires: Annotated[str, typer.Option(help="Expiry in UTC, e.g. 2027-01-31T00:00:00Z.")],
-    target: Annotated[Optional[str], typer.Option(help="Only this target (default: all).")] = None,
-    requester: Annotated[Optional[str], typer.Option(help="Who asks (default: $SKYDD_ACTOR/$USER).")] = None,
-) -> None:
-    """Ask for a waiver; it applies only once someone else approves it."""
-    from audit import log
-    from audit.signing import load_signer
-    from policies.checks import parse_time
-    from policies.errors import EvidenceMissing
-
-    from .waivers import WaiverStore
-
-    settings = Settings.from_env()
-    if control not in load_catalog().by_id():
-        raise InputError(f"{control!r}: no such control")
-    try:
-        expires_at = parse_time(expires)
-    except EvidenceMissing as e:
-        raise InputError(f"--expires {expires!r}: use RFC 3339 with a timezone, e.g. 2027-01-31T00:00:00Z") from e
-    who = requester or actor()
-    w = WaiverStore(settings.home).request(control, target, reason, who, expires_at, now())
-    log.append(settings.audit_log, load_signer(settings.home), "waiver.request", who, w.to_dict())
-    out.print(f"requested {w.id} for {control}; it needs approval by someone other than {who}")
-
-
-@waiver_app.command("approve")
-def waiver_approve(
-    waiver_id: str,
-    approver: Annotated[Optional[str], typer.Option(help="Who approves (default: $SKYDD_ACTOR/$USER).")] = None,
-) -> None:
-    """Approve a waiver (never your own)."""
-    from audit import log
-    from audit.signing import load_signer
-
-    from .waivers import WaiverStore
-
-    settings = Settings.from_env()
-    who = approver or actor()
-    w = WaiverStore(settings.home).approve(waiver_id, who, now())
-    log.append(settings.audit_log, load_signer(settings.home), "waiver.approve", who, w.to_dict())
-    out.print(f"approved {w.id} for {w.control} until {w.expires_at:%Y-%m-%dT%H:%M:%SZ}")
-
-
-@waiver_app.command("list")
-def waiver_list(fmt: Annotated[str, typer.Option("--format")] = "table") -> None:
-    """Every waiver with its state: pending, active or expired."""
-    from .waivers import WaiverStore
-
-    at = now()
-    rows = []
-    for w in WaiverStore(Settings.from_env().home).all():
-        state = "pending" if w.approver is None else ("active" if w.active(at) else "expired")
-        if w.approver is None and at >= w.expires_at:
-            state = "expired"
-        rows.append({**w.to_dict(), "state": state})
-    if fmt == "json":
-        print(json.dumps(rows, indent=2))
-        return
-    for r in rows:
-        out.print(f"{r['id']}  {r['state']:<8} {r['control']:<32} {r['target'] or '*':<16} "
-                  f"until {r['expires_at']}  by {r['requester']} / {r['approver'] or '-'}")
-    if not rows:
-        out.print("no waivers")
-
-
 def _register_commands() -> None:
     from importlib import import_module
 
@@ -210,12 +77,9 @@ def main() -> None:
         sys.exit(code if isinstance(code, int) else 0)
     except typer.Exit as e:
         sys.exit(e.exit_code)
-    except (InputError, PolicyError) as e:
+    except SkyddError as e:
         err.print(f"skydd: {e}")
-        sys.exit(2)
-    except (SkyddError, AuditError) as e:
-        err.print(f"skydd: {e}")
-        sys.exit(getattr(e, "exit_code", 1))
+        sys.exit(e.exit_code)
     except KeyboardInterrupt:
         err.print("skydd: interrupted")
         sys.exit(130)

@@ -1,3 +1,3 @@
 """CLI command groups, one module per area; each defines ``register(app)``."""
 
-MODULES = ("lab", "training", "apply", "log", "decide", "attest")
+MODULES = ("catalog", "report", "log", "waiver", "attest", "apply", "training", "decide", "lab")

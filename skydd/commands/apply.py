@@ -47,7 +47,7 @@ def apply(
     a host was unreachable, 2 bad input."""
     from ..applying import ApplyEvent, ApplyOptions, run_apply
     from ..auditing import Selection
-    from ..cli import actor
+    from ..output import actor
 
     selection = Selection.parse(level, control, site, profile)
     status = err.status("preparing…")

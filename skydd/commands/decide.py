@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
 
 from estate.errors import InputError
 from estate.loader import load_inventory
@@ -19,8 +18,8 @@ from identity.errors import IdentityConfigError
 from skydd.lab import LAB_INVENTORY
 
 from ..deny_log import DenyLog
+from ..output import err
 
-err = Console(stderr=True, highlight=False, soft_wrap=True)
 InventoryOpt = Annotated[Optional[Path], typer.Option("--inventory", help="Inventory YAML (default: the lab's).")]
 
 

@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
 
 from audit.errors import VerificationError
 from audit.log import LogReport, verify_log
@@ -15,8 +14,7 @@ from audit.signing import load_home_public_key, load_public_key
 from estate.errors import InputError
 from estate.settings import Settings
 
-err = Console(stderr=True, highlight=False, soft_wrap=True)
-out = Console(highlight=False, soft_wrap=True)
+from ..output import err, out
 
 
 def verify(

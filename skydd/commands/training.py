@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
 
 from estate.errors import InputError, SkyddError
 from estate.loader import load_inventory
@@ -17,9 +16,9 @@ from identity.training_import import FORMATS, ImportRejected, guess_format, impo
 from identity.training_store import TrainingStore, TrainingStoreError, UserStanding, redact_url
 from skydd.lab import LAB_INVENTORY
 
+from ..output import err, out
+
 training_app = typer.Typer(no_args_is_help=True, help="Training records that gate access (level e).")
-err = Console(stderr=True, highlight=False, soft_wrap=True)
-out = Console(highlight=False, soft_wrap=True)
 
 InventoryOpt = Annotated[Optional[Path], typer.Option("--inventory", help="Inventory YAML (default: the lab's).")]
 
@@ -123,7 +122,7 @@ def _log(settings: Settings, event: str, data: dict) -> None:
     from audit import log
     from audit.signing import load_signer
 
-    from ..cli import actor
+    from ..output import actor
 
     log.append(settings.audit_log, load_signer(settings.home), event, actor(), data)
 
