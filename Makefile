@@ -102,7 +102,9 @@ sbom: $(TOOLS)/.stamp
 # The release wheel, built offline with the locked setuptools and wheel.
 wheel: $(BIN)/.stamp
 	@mkdir -p dist
+	rm -rf build  # setuptools reuses build/: a stale one would put deleted files into the wheel
 	$(BIN)/pip wheel -q --no-deps --no-build-isolation -w dist .
+	rm -rf build
 	@ls dist/skydd-$(VERSION)-*.whl
 
 clean:

@@ -3,12 +3,29 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-PLAYBOOKS_DIR = REPO_ROOT / "playbooks"
-CACHE_DIR = Path(os.environ.get("SKYDD_CACHE", REPO_ROOT / ".cache"))
+# The folder holding Skydd's top-level packages: a checkout, or site-packages once installed. The
+# playbooks sit beside the packages in both (docs/adr/0010-packaging.md).
+INSTALL_ROOT = Path(__file__).resolve().parent.parent
+PLAYBOOKS_DIR = INSTALL_ROOT / "playbooks"
+
+
+def cache_dir(root: Path, env: Mapping[str, str]) -> Path:
+    """Where downloads and builds are cached: ``SKYDD_CACHE``; else a checkout's ``.cache``; else
+    (an installed tool, never inside site-packages) ``$XDG_CACHE_HOME/skydd`` or ``~/.cache/skydd``."""
+    if env.get("SKYDD_CACHE"):
+        return Path(env["SKYDD_CACHE"])
+    if (root / "pyproject.toml").is_file():
+        return root / ".cache"
+    xdg = env.get("XDG_CACHE_HOME", "")
+    base = Path(xdg) if os.path.isabs(xdg) else Path.home() / ".cache"  # relative: ignored (XDG spec)
+    return base / "skydd"
+
+
+CACHE_DIR = cache_dir(INSTALL_ROOT, os.environ)
 
 
 @dataclass(frozen=True)

@@ -102,7 +102,7 @@ def _finding(control: Control, ev: Evidence | None, raw: Status, message: str, o
 
 
 def summarize(findings: Sequence[Finding]) -> dict[str, object]:
-    """Overall status and counts per level and status (DESIGN §4)."""
+    """Overall status and counts per level and status (docs/architecture.md, Contracts)."""
     levels: dict[str, dict[str, int]] = {lvl: {s.value: 0 for s in Status} for lvl in "abcde"}
     for f in findings:
         levels[f.level.value][f.status.value] += 1

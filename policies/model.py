@@ -34,7 +34,7 @@ LEVEL_TITLES = {
 
 
 class Status(str, Enum):
-    """The status of a finding (DESIGN §4)."""
+    """The status of a finding (docs/architecture.md, Contracts)."""
 
     PASS = "pass"
     FAIL = "fail"

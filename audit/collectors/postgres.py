@@ -6,7 +6,7 @@ and the age of the last reply, both computed by the server), TLS from ``pg_stat_
 ``pg_replication_slots``. From the mirror: ``pg_is_in_recovery()``, ``hot_standby`` and
 ``pg_stat_wal_receiver``. Then an end-to-end heartbeat: a fresh nonce written on the primary and
 polled for on the mirror for at most the system's RPO. ``replay_lag`` is recorded but never
-judged alone: PostgreSQL keeps a stale value during a partition (research/infra.md §7).
+judged alone: PostgreSQL keeps its last value while the mirror is cut off.
 
 A cluster that cannot be reached raises ``CollectorError`` (the controls become ``error``); a
 reachable cluster that is not (yet) a mirror is evidence, and fails the controls.

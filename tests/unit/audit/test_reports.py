@@ -259,7 +259,8 @@ def test_matrix_adds_other_municipalities_and_folds_many_into_one_column() -> No
 
 
 def test_a_report_with_only_the_design_fields_renders(tmp_path: Path) -> None:
-    """DESIGN §4 lists fewer finding fields than the engine writes; renderers cope with both."""
+    """The report contract (docs/architecture.md) requires fewer finding fields than the engine
+    writes; renderers cope with both."""
     keep = ("control", "level", "target", "site", "status", "raw_status", "message", "evidence",
             "remediation", "references", "waiver")
     report = _report(tmp_path)
