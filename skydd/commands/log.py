@@ -1,52 +1,114 @@
-"""``skydd log verify``: check the audit log's hash chain and signed checkpoints."""
+"""``skydd log verify`` and ``skydd log seal``: the audit log's chain, checkpoints and anchors.
+
+``verify --anchor report.json`` proves that the log still holds the state a signed report
+recorded (its ``log`` object: line count and head hash), so cutting entries off the end shows.
+``seal --accept-unsigned`` is the operator's explicit way to sign over entries no checkpoint
+covers (left by a crashed writer), recording who accepted them and why (ADR 0008).
+"""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from audit.errors import VerificationError
-from audit.log import LogReport, verify_log
-from audit.signing import load_home_public_key, load_public_key
+from audit.log import LogAnchor, LogReport, accept_unsigned, verify_log
+from audit.signing import KEY_NAME, load_home_public_key, load_public_key, load_signer
 from estate.errors import InputError
 from estate.settings import Settings
 
-from ..output import err, out
+from ..output import actor, err, out
+
+_LOG_HELP = "The log (default: $SKYDD_HOME/audit.log)."
+_KEY_HELP = "PEM public key you trust (default: the $SKYDD_HOME/keys key)."
+_ANCHOR_HELP = "A signed report (report.json) whose 'log' state the log must still contain; repeatable."
+_ACCEPT_HELP = "Sign over the entries after the last checkpoint, after you reviewed them."
 
 
 def verify(
-    log: Annotated[Optional[Path], typer.Option("--log", help="The log (default: $SKYDD_HOME/audit.log).")] = None,
-    public_key: Annotated[Optional[Path], typer.Option("--public-key", help="PEM public key you trust (default: the $SKYDD_HOME/keys key).")] = None,
+    log: Annotated[Path | None, typer.Option("--log", help=_LOG_HELP)] = None,
+    public_key: Annotated[Path | None, typer.Option("--public-key", help=_KEY_HELP)] = None,
+    anchor: Annotated[list[Path] | None, typer.Option("--anchor", help=_ANCHOR_HELP)] = None,
     fmt: Annotated[str, typer.Option("--format", help="text or json")] = "text",
 ) -> None:
-    """Check the chain and every checkpoint. Exit 0 intact, 1 broken, 2 bad input."""
+    """Check the chain, every checkpoint and each anchor. Exit 0 intact, 1 broken, 2 bad input."""
     if fmt not in ("text", "json"):
         raise InputError(f"--format {fmt!r}: use text or json")
     settings = Settings.from_env()
     path = log or settings.audit_log
     key = _trusted_key(public_key, settings)
+    anchors = [read_anchor(p) for p in anchor or ()]
     if not path.is_file():
         raise InputError(f"--log {path}: no such file" if log else f"no audit log at {path} (nothing logged yet?)")
     try:
         with err.status("verifying the audit log…") as status:
             def progress(done: int, total: int) -> None:
                 status.update(f"verifying the audit log… {done * 100 // max(total, 1)} %")
-            report = verify_log(path, key, progress=progress)
+            report = verify_log(path, key, anchors=anchors, progress=progress)
     except OSError as e:
         raise InputError(f"--log {path}: {e.strerror}") from e
     if fmt == "json":
         print(json.dumps(_as_dict(report), indent=2))
     elif report.problem is None:
-        _print_intact(report)
+        _print_intact(report, list(zip(anchor or [], anchors, strict=True)))
     if report.problem is not None:
         err.print(f"broken: {path}: {report.problem.message}")
         raise typer.Exit(1)
 
 
-def _trusted_key(public_key: Path | None, settings: Settings):  # -> Ed25519PublicKey
+def seal(
+    accept_unsigned_: Annotated[bool, typer.Option("--accept-unsigned", help=_ACCEPT_HELP)] = False,
+    reason: Annotated[str | None, typer.Option("--reason", help="Why they are accepted (recorded).")] = None,
+    by: Annotated[str | None, typer.Option("--actor", help="Who accepts (default: $SKYDD_ACTOR/$USER).")] = None,
+    log: Annotated[Path | None, typer.Option("--log", help=_LOG_HELP)] = None,
+) -> None:
+    """Accept entries no signed checkpoint covers (a crashed writer's): needs the signing key."""
+    if not accept_unsigned_:
+        raise InputError("seal only signs over unsigned entries: review them ('skydd log verify'), "
+                         "then pass --accept-unsigned and --reason")
+    if not reason or not reason.strip():
+        raise InputError("--reason: say why the unsigned entries are accepted (it is recorded)")
+    settings = Settings.from_env()
+    path = log or settings.audit_log
+    if not path.is_file():
+        raise InputError(f"--log {path}: no such file" if log else f"no audit log at {path}")
+    if not (settings.keys / KEY_NAME).is_file():  # never make a key to sign over a log
+        raise InputError(f"no signing key in {settings.keys}: sealing needs the key that signs the log")
+    who = by or actor()
+    entry = accept_unsigned(path, load_signer(settings.home), who, reason.strip())
+    if entry is None:
+        out.print(f"nothing to accept: {path} ends in a signed checkpoint")
+        return
+    d = entry["data"]
+    out.print(f"accepted seq {d['from_seq']}–{d['to_seq']} as seq {entry['seq']} by {who}; "
+              "the log is signed again")
+
+
+def read_anchor(report: Path) -> LogAnchor:
+    """The ``log`` anchor of a signed report; ``InputError`` (exit 2) when it has none.
+
+    Reads only that object: checking the report's own signature is ``skydd report verify``'s job.
+    """
+    try:
+        data = json.loads(report.read_bytes())
+    except OSError as e:
+        raise InputError(f"--anchor {report}: {e.strerror}") from e
+    except ValueError as e:
+        raise InputError(f"--anchor {report}: not JSON ({e})") from e
+    if not isinstance(data, dict) or "log" not in data:
+        raise InputError(f"--anchor {report}: the report holds no 'log' anchor (made before "
+                         "reports embedded the log's checkpoint, or not a Skydd report)")
+    try:
+        return LogAnchor.from_dict(data["log"])
+    except ValueError as e:
+        raise InputError(f"--anchor {report}: {e}") from e
+
+
+def _trusted_key(public_key: Path | None, settings: Settings) -> Ed25519PublicKey:
     if public_key is not None:
         try:
             return load_public_key(public_key.read_bytes())
@@ -62,14 +124,18 @@ def _trusted_key(public_key: Path | None, settings: Settings):  # -> Ed25519Publ
         raise InputError(f"the signing key in {settings.keys} is unreadable: {e}") from e
 
 
-def _print_intact(report: LogReport) -> None:
+def _print_intact(report: LogReport, proven: list[tuple[Path, LogAnchor]]) -> None:
     out.print(f"intact: {report.entries} entries and {report.checkpoints} checkpoints verified; "
               f"head seq {report.head_seq} {report.head_hash}")
-    if report.unsigned:
-        out.print(f"{report.unsigned} entries after the last checkpoint are chained but not signed yet")
+    for source, a in proven:  # an intact report proved every anchor
+        out.print(f"anchor from {source}: line {a.size} still hashes to {a.head}; "
+                  "the log continues from it")
     for seq in report.recoveries:
         out.print(f"note: seq {seq} records a torn last line cut off after a crash "
                   "(the bytes are kept beside the log)")
+    for seq in report.accepted:
+        out.print(f"note: seq {seq} records unsigned entries an operator accepted "
+                  "(skydd log seal --accept-unsigned)")
 
 
 def _as_dict(report: LogReport) -> dict[str, object]:
@@ -77,15 +143,17 @@ def _as_dict(report: LogReport) -> dict[str, object]:
     return {"path": report.path, "intact": p is None, "entries": report.entries,
             "checkpoints": report.checkpoints, "head": {"seq": report.head_seq, "hash": report.head_hash},
             "last_checkpoint": report.last_checkpoint, "unsigned": report.unsigned,
-            "recoveries": list(report.recoveries),
+            "recoveries": list(report.recoveries), "accepted": list(report.accepted),
+            "anchors": [a.to_dict() for a in report.anchors],
             "problem": None if p is None else {"kind": p.kind.value, "line": p.line, "seq": p.seq,
                                                 "message": p.message}}
 
 
 def register(app: typer.Typer) -> None:
-    """Attach ``verify`` to the ``log`` group (made here when the app has none yet)."""
+    """Attach ``verify`` and ``seal`` to the ``log`` group (made here when the app has none yet)."""
     group = next((g.typer_instance for g in app.registered_groups if g.name == "log"), None)
     if group is None:
         group = typer.Typer(no_args_is_help=True, help="The hash-chained audit log.")
         app.add_typer(group, name="log")
     group.command("verify")(verify)
+    group.command("seal")(seal)

@@ -10,6 +10,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from audit import log
+from audit.log import format as log_format
 from audit.errors import VerificationError
 from audit.log import (
     CHECKPOINT,
@@ -49,9 +50,9 @@ def path(tmp_path: Path) -> Path:
 
 
 def write(path: Path, signer: Signer, n: int, *, every: int = 1000) -> None:
+    """A genesis checkpoint, ``n`` entries in one commit, and the checkpoint that ends it."""
     with AuditLog(path, signer, clock=Clock(), checkpoint_every=every) as audit_log:
-        for i in range(n):
-            audit_log.append("audit", "alice", {"i": i, "report": f"r{i}"})
+        audit_log.append_many([("audit", "alice", {"i": i, "report": f"r{i}"}) for i in range(n)])
 
 
 def lines(path: Path) -> list[bytes]:
@@ -66,22 +67,22 @@ def test_entries_are_chained_canonical_json_lines(path: Path, signer: Signer) ->
     write(path, signer, 3)
     raw = lines(path)
     got = entries(path)
-    assert [e["seq"] for e in got] == [0, 1, 2, 3]
-    assert [e["event"] for e in got] == ["audit", "audit", "audit", CHECKPOINT]
-    assert got[0]["prev"] == GENESIS
+    assert [e["seq"] for e in got] == [0, 1, 2, 3, 4]
+    assert [e["event"] for e in got] == [CHECKPOINT, "audit", "audit", "audit", CHECKPOINT]
+    assert got[0]["prev"] == GENESIS and got[0]["data"]["head"] == {"seq": -1, "hash": GENESIS}
     for before, entry in zip(raw, got[1:]):
         assert entry["prev"] == line_hash(before.rstrip(b"\n"))
     for line, entry in zip(raw, got):
         assert line == canonical_json(entry) + b"\n"
-    assert got[0]["at"] == "2026-11-25T12:00:01.000000Z"
-    assert (got[0]["actor"], got[0]["data"]) == ("alice", {"i": 0, "report": "r0"})
+    assert got[1]["at"] == "2026-11-25T12:00:02.000000Z"
+    assert (got[1]["actor"], got[1]["data"]) == ("alice", {"i": 0, "report": "r0"})
     assert oct(path.stat().st_mode & 0o777) == "0o600"
 
 
 def test_an_untouched_log_verifies(path: Path, signer: Signer) -> None:
     write(path, signer, 10)
     report = require_intact(path, signer.public_key)
-    assert (report.entries, report.checkpoints, report.head_seq, report.unsigned) == (11, 1, 10, 0)
+    assert (report.entries, report.checkpoints, report.head_seq, report.unsigned) == (12, 2, 11, 0)
     assert report.head_hash == line_hash(lines(path)[-1].rstrip(b"\n"))
 
 
@@ -95,7 +96,7 @@ def test_an_empty_log_is_intact(path: Path, signer: Signer) -> None:
 def test_a_changed_byte_names_the_entry(path: Path, signer: Signer) -> None:
     write(path, signer, 10)
     raw = lines(path)
-    raw[4] = raw[4].replace(b'"report":"r4"', b'"report":"r5"')
+    raw[4] = raw[4].replace(b'"report":"r3"', b'"report":"r5"')
     path.write_bytes(b"".join(raw))
     p = verify_log(path, signer.public_key).problem
     assert p is not None and (p.kind, p.seq, p.line) == (Problem.CHANGED, 4, 5)
@@ -175,7 +176,7 @@ def test_a_rechained_edit_is_caught_by_the_checkpoint(path: Path, signer: Signer
         out.append(canonical_json(e) + b"\n")
     path.write_bytes(b"".join(out))
     p = verify_log(path, signer.public_key).problem
-    assert p is not None and (p.kind, p.seq, p.line) == (Problem.SIGNATURE, 10, 11)
+    assert p is not None and (p.kind, p.seq, p.line) == (Problem.SIGNATURE, 11, 12)
     assert "does not verify" in p.message
 
 
@@ -190,7 +191,7 @@ def test_a_forged_checkpoint_signature_is_reported(path: Path, signer: Signer) -
     raw[-1] = canonical_json(cp) + b"\n"
     path.write_bytes(b"".join(raw))
     p = verify_log(path, signer.public_key).problem
-    assert p is not None and (p.kind, p.seq, p.line) == (Problem.SIGNATURE, 5, 6)
+    assert p is not None and (p.kind, p.seq, p.line) == (Problem.SIGNATURE, 6, 7)
 
 
 def test_a_log_signed_by_another_key_is_reported(path: Path, signer: Signer) -> None:
@@ -205,46 +206,48 @@ def test_a_torn_last_line_is_reported_not_accepted(path: Path, signer: Signer) -
     path.write_bytes(data[:-40])
     report = verify_log(path, signer.public_key)
     p = report.problem
-    assert p is not None and (p.kind, p.line) == (Problem.TORN, 6)
-    assert "torn last line" in p.message and "intact through seq 4" in p.message
-    assert report.head_seq == 4 and not report.intact
+    assert p is not None and (p.kind, p.line) == (Problem.TORN, 7)
+    assert "torn last line" in p.message and "intact through seq 5" in p.message
+    assert report.head_seq == 5 and not report.intact
 
 
 def test_the_next_writer_cuts_a_torn_line_and_records_it(path: Path, signer: Signer) -> None:
+    """A crash tore the first line of a batch after a signed checkpoint: cut, kept, recorded.
+    (A torn line after unsigned entries is refused instead: test_log_append_only.py.)"""
     write(path, signer, 5)
-    data = path.read_bytes()
-    path.write_bytes(data[:-40])
-    fragment = data[data.rfind(b"\n", 0, len(data) - 1) + 1:-40]
+    fragment = b'{"actor":"alice","at":"2026-11-25T12:00:09.000000Z","data":{"i":'
+    with path.open("ab") as fh:
+        fh.write(fragment)
     entry = log.append(path, signer, "audit", "bob", {"after": "crash"})
     report = require_intact(path, signer.public_key)
     got = entries(path)
-    recovered = got[5]
-    assert recovered["event"] == log.RECOVERED and report.recoveries == (5,)
+    recovered = got[7]
+    assert recovered["event"] == log.RECOVERED and report.recoveries == (7,)
     assert recovered["data"]["sha256"] == line_hash(fragment)
     assert (path.parent / recovered["data"]["saved_as"]).read_bytes() == fragment
-    assert entry["seq"] == 6 and got[6]["data"] == {"after": "crash"}
+    assert entry["seq"] == 8 and got[8]["data"] == {"after": "crash"}
 
 
-def test_checkpoints_at_least_every_1000_entries_and_on_close(path: Path, signer: Signer) -> None:
+def test_checkpoints_at_least_every_1000_entries_and_after_every_commit(path: Path,
+                                                                       signer: Signer) -> None:
     with AuditLog(path, signer, clock=Clock()) as audit_log:
-        for _ in range(5):
-            audit_log.append_many([("audit", "alice", {"i": i}) for i in range(500)])
+        audit_log.append_many([("audit", "alice", {"i": i}) for i in range(2500)])
+        audit_log.append_many([("audit", "alice", {"i": i}) for i in range(10)])
     got = entries(path)
     cps = [e["seq"] for e in got if e["event"] == CHECKPOINT]
-    assert cps == [1000, 2001, 2502]
-    gaps = [b - a - 1 for a, b in zip([-1] + cps, cps)]
-    assert max(gaps) <= 1000 and got[-1]["event"] == CHECKPOINT
+    assert cps == [0, 1001, 2002, 2503, 2514]  # genesis, every 1000, the end of each commit
     report = require_intact(path, signer.public_key)
-    assert (report.checkpoints, report.unsigned) == (3, 0)
+    assert (report.checkpoints, report.unsigned) == (5, 0)
 
 
-def test_entries_after_the_last_checkpoint_are_unsigned_yet(path: Path, signer: Signer) -> None:
+def test_an_open_writer_leaves_nothing_unsigned_between_commits(path: Path, signer: Signer) -> None:
+    """Every commit ends in a checkpoint (ADR 0008): no unsigned tail waits for close()."""
     audit_log = AuditLog(path, signer, clock=Clock(), checkpoint_every=4)
     audit_log.append_many([("audit", "alice", {"i": i}) for i in range(6)])
     report = require_intact(path, signer.public_key)
-    assert (report.entries, report.checkpoints, report.last_checkpoint, report.unsigned) == (7, 1, 4, 2)
+    assert (report.entries, report.checkpoints, report.last_checkpoint, report.unsigned) == (9, 3, 8, 0)
     audit_log.close()
-    assert verify_log(path, signer.public_key).unsigned == 0
+    assert path.read_bytes().count(b"\n") == 9  # closing adds nothing
 
 
 def test_a_writer_continues_the_chain_after_reopening(path: Path, signer: Signer) -> None:
@@ -264,7 +267,7 @@ def test_the_one_shot_append_leaves_the_log_signed(path: Path, signer: Signer) -
         entry = log.append(path, signer, "waiver.request", "alice", {"i": i}, at=T0)
         assert entry["event"] == "waiver.request" and entry["at"] == "2026-11-25T12:00:00.000000Z"
     got = entries(path)
-    assert [e["event"] for e in got] == ["waiver.request", CHECKPOINT] * 3
+    assert [e["event"] for e in got] == [CHECKPOINT] + ["waiver.request", CHECKPOINT] * 3
     assert require_intact(path, signer.public_key).unsigned == 0
 
 
@@ -281,7 +284,7 @@ def test_reserved_events_and_bad_data_are_refused_and_nothing_is_written(path: P
             audit_log.append("audit", "alice", {}, at=datetime(2026, 1, 1))  # naive time
         assert path.read_bytes() == b""
         audit_log.append("audit", "alice", {"ok": True})
-    assert [e["seq"] for e in entries(path)] == [0, 1]
+    assert [e["seq"] for e in entries(path)] == [0, 1, 2]
 
 
 def test_appending_to_a_damaged_tail_is_refused(path: Path, signer: Signer) -> None:
@@ -299,7 +302,7 @@ def test_a_missing_log_cannot_be_verified(tmp_path: Path, signer: Signer) -> Non
 def test_small_read_chunks_give_the_same_answers(path: Path, signer: Signer,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     """Tail scans and verification read in chunks; lines that straddle chunks are handled."""
-    monkeypatch.setattr(log, "_CHUNK", 97)
+    monkeypatch.setattr(log_format, "CHUNK", 97)
     with AuditLog(path, signer, clock=Clock(), checkpoint_every=7) as audit_log:
         audit_log.append_many([("audit", "alice", {"i": i}) for i in range(5)])
     for i in range(4):  # reopen each time: the head and the count since the checkpoint come from the tail

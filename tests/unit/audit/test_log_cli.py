@@ -35,7 +35,7 @@ def home(tmp_path: Path) -> Path:
 def test_an_intact_log_exits_0_and_counts_what_it_verified(home: Path) -> None:
     r = skydd(home)
     assert r.returncode == 0, r.stderr
-    assert "intact: 8 entries and 4 checkpoints verified" in r.stdout
+    assert "intact: 9 entries and 5 checkpoints verified" in r.stdout  # genesis + 4 × (entry, checkpoint)
 
 
 def test_a_changed_entry_exits_1_naming_it(home: Path) -> None:
@@ -44,7 +44,7 @@ def test_a_changed_entry_exits_1_naming_it(home: Path) -> None:
     r = skydd(home)
     assert r.returncode == 1
     lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1 and "line 5 (seq 4) was changed" in lines[0]
+    assert len(lines) == 1 and "line 6 (seq 5) was changed" in lines[0]
 
 
 def test_a_torn_line_exits_1_and_says_so(home: Path) -> None:
@@ -106,19 +106,29 @@ def test_a_public_key_that_is_not_pem_exits_2(home: Path, tmp_path: Path) -> Non
     assert r.returncode == 2 and "not a PEM public key" in r.stderr
 
 
-def test_unsigned_entries_and_recoveries_are_pointed_out(home: Path) -> None:
+def test_a_crashed_writers_unsigned_entries_are_refused_until_an_operator_accepts_them(
+        home: Path) -> None:
+    """A crash tore the checkpoint at the end of a commit: the entry before it is unsigned.
+    Writers refuse to sign over it; ``skydd log seal --accept-unsigned`` records who accepted it."""
     path = home / "audit.log"
-    path.write_bytes(path.read_bytes()[:-10])  # a crash tore the last checkpoint
-    signer = load_signer(home)
-    writer = log.AuditLog(path, signer)  # cuts the torn line off, records it, then appends
-    writer.append("audit", "alice", {"report": "r1"})
+    path.write_bytes(path.read_bytes()[:-10])
+    with pytest.raises(log.UnsignedTailError, match="seq 7 after the last signed checkpoint"):
+        log.append(path, load_signer(home), "audit", "alice", {"report": "r1"})
+    r = skydd(home)
+    assert r.returncode == 1 and "torn last line" in r.stderr
+    env = {**os.environ, "SKYDD_HOME": str(home), "SKYDD_ACTOR": "olle"}
+    seal = subprocess.run([SKYDD, "log", "seal", "--accept-unsigned", "--reason", "power cut at 03:12"],
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert seal.returncode == 0, seal.stderr
+    assert "accepted seq 7–7 as seq 9 by olle" in seal.stdout
     r = skydd(home)
     assert r.returncode == 0, r.stderr
-    assert "intact: 9 entries and 3 checkpoints verified" in r.stdout
-    assert "3 entries after the last checkpoint are chained but not signed yet" in r.stdout
-    assert "seq 7 records a torn last line" in r.stdout
-    writer.close()
-    assert "not signed yet" not in skydd(home).stdout
+    assert "seq 8 records a torn last line" in r.stdout
+    assert "seq 9 records unsigned entries an operator accepted" in r.stdout
+    accepted = json.loads(path.read_text().splitlines()[9])
+    assert (accepted["event"], accepted["actor"]) == ("log.accepted", "olle")
+    assert accepted["data"]["reason"] == "power cut at 03:12"
+    log.append(path, load_signer(home), "audit", "alice", {"report": "r1"})  # writers go on
 
 
 def test_waiver_commands_leave_a_verifiable_trail(tmp_path: Path) -> None:
@@ -131,10 +141,10 @@ def test_waiver_commands_leave_a_verifiable_trail(tmp_path: Path) -> None:
     r = cli("waiver", "request", "d.key-files-private", "--reason", "CA migration",
             "--expires", "2027-01-31T00:00:00Z", "--requester", "alice")
     assert r.returncode == 0, r.stderr
-    waiver = json.loads((home / "audit.log").read_text().splitlines()[0])["data"]["id"]
+    waiver = json.loads((home / "audit.log").read_text().splitlines()[1])["data"]["id"]
     assert cli("waiver", "approve", waiver, "--approver", "bob").returncode == 0
     got = [json.loads(x) for x in (home / "audit.log").read_text().splitlines()]
     assert [(e["event"], e["actor"]) for e in got if e["event"] != "checkpoint"] == [
         ("waiver.request", "alice"), ("waiver.approve", "bob")]
     r = skydd(home)
-    assert r.returncode == 0 and "intact: 4 entries and 2 checkpoints verified" in r.stdout
+    assert r.returncode == 0 and "intact: 5 entries and 3 checkpoints verified" in r.stdout

@@ -11,7 +11,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from audit.log import GENESIS, AuditLog, _entry_line, verify_log
+from audit.log import GENESIS, AuditLog, verify_log
+from audit.log.format import entry_line as _entry_line
 from audit.signing import Signer
 from estate.canonical import canonical_json
 
@@ -36,14 +37,13 @@ def test_the_fast_line_writer_is_canonical_json(event: str, actor: str, data: di
 
 @cache
 def sealed_log() -> bytes:
-    """Seven entries and three checkpoints (every 3 and on close), with awkward data."""
+    """Seven entries and four checkpoints (genesis, every 3, the end), with awkward data."""
     clock = iter(datetime(2026, 11, 25, tzinfo=UTC) + timedelta(seconds=i) for i in range(100))
     with tempfile.TemporaryDirectory() as d:
         path = Path(d) / "audit.log"
         with AuditLog(path, SIGNER, clock=lambda: next(clock), checkpoint_every=3) as audit_log:
-            for i in range(7):
-                audit_log.append("audit", "ålice", {"i": i, "text": "a \"quoted\" ✓ line\\n",
-                                                   "n": [1.5, None, True]})
+            audit_log.append_many([("audit", "ålice", {"i": i, "text": "a \"quoted\" ✓ line\\n",
+                                                        "n": [1.5, None, True]}) for i in range(7)])
         return path.read_bytes()
 
 
@@ -59,7 +59,7 @@ def test_any_changed_byte_is_caught(data: st.DataObject) -> None:
         path = Path(d) / "audit.log"
         path.write_bytes(original[:pos] + bytes([byte]) + original[pos + 1:])
         report = verify_log(path, SIGNER.public_key)
-    assert not (report.intact and report.unsigned == 0 and report.entries == 10), report
+    assert not (report.intact and report.unsigned == 0 and report.entries == 11), report
 
 
 def test_the_sealed_log_itself_verifies() -> None:
@@ -67,5 +67,5 @@ def test_the_sealed_log_itself_verifies() -> None:
         path = Path(d) / "audit.log"
         path.write_bytes(sealed_log())
         report = verify_log(path, SIGNER.public_key)
-    assert report.intact and report.unsigned == 0 and report.entries == 10
-    assert report.checkpoints == 3
+    assert report.intact and report.unsigned == 0 and report.entries == 11
+    assert report.checkpoints == 4
