@@ -23,8 +23,33 @@ class Municipality(_Strict):
     name: str
 
 
+class Connection(_Strict):
+    """How Skydd reaches a machine: ``ssh`` (the address it connects to, normally the host's
+    management address, a private key reference and a known_hosts file pinning the host key) or
+    ``local`` (the controller itself). ``timeout`` bounds the connect and each command."""
+
+    type: Literal["ssh", "local"] = "ssh"
+    address: str | None = None
+    port: int = Field(default=22, ge=1, le=65535)
+    user: str = "root"
+    private_key: SecretRef | None = None  # file:PATH / env:NAME of an OpenSSH private key
+    known_hosts: str | None = None  # an OpenSSH known_hosts file pinning the host key
+    become: bool = False
+    timeout: float = Field(default=10.0, gt=0, le=300)
+
+    @model_validator(mode="after")
+    def _complete(self) -> "Connection":
+        if self.type == "ssh":
+            missing = [f for f in ("address", "private_key", "known_hosts") if not getattr(self, f)]
+            if missing:
+                raise ValueError(f"an ssh connection needs {', '.join(missing)} "
+                                 "(host keys are pinned and only key authentication is used)")
+        return self
+
+
 class Segment(_Strict):
-    """A network segment of a site: a LAN, the classified segment, the mirror site's net."""
+    """A network segment of a site: a LAN, the classified segment, the mirror site's net.
+    ``connection`` reaches the segment's host (a LAN probe host, the dc or site4 host)."""
 
     name: str = Field(pattern=_ID)
     network: str  # CIDR, e.g. 10.1.1.0/24
@@ -32,6 +57,7 @@ class Segment(_Strict):
     gateway: str  # the next hop out of the segment
     namespace: str | None = None  # lab network namespace holding the host
     classified: bool = False
+    connection: Connection | None = None
 
 
 class Site(_Strict):
@@ -62,6 +88,7 @@ class Firewall(_Strict):
     inside: Link | None = None  # towards the LAN
     outside: Link | None = None  # towards the core
     state_dir: str | None = None  # where the firewall keeps its rule files (IPS config, rules)
+    connection: Connection | None = None  # absent: the lab's namespace path (until the cut-over)
 
 
 class Flow(_Strict):

@@ -2,13 +2,16 @@
 ``core`` the classified segment ``dc`` (Torsby) and the mirror site ``site4``.
 
 Built from the lab inventory (addresses: docs/lab-network.md). As found every firewall forwards
-everything and runs no IPS. Every namespace is named ``skydd-…``, so ``down`` (and ``up`` after
+everything and runs no IPS. Every machine (firewalls, dc, site4, LAN hosts) also runs sshd on its
+management address, which the controller reaches through ``skydd-mgmt`` (``management.py``,
+``ssh.py``). Every namespace is named ``skydd-…``, so ``down`` (and ``up`` after
 a crash) removes exactly what the lab made: processes in those namespaces, then the namespaces,
 which takes their veth links with them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import ipaddress
 import json
@@ -22,23 +25,15 @@ from pathlib import Path
 from typing import Any
 
 from estate.inventory import Inventory
+from estate.network_plan import ip_of, segments
 
+from . import management, ssh
 from .errors import LabError
-from .network_plan import ip_of, segments
+from .management import MGMT_NS, PREFIX
+from .management import run as _run
 from .service import LabService, Progress
 
-PREFIX = "skydd-"
 CORE = "skydd-core"
-
-
-def _run(*cmd: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
-    except FileNotFoundError as err:
-        raise LabError(f"{cmd[0]} is missing: install iproute2 (make deps)") from err
-    if check and proc.returncode != 0:
-        raise LabError(f"{' '.join(cmd)}: {(proc.stderr or proc.stdout).strip()}")
-    return proc
 
 
 def lab_namespaces() -> list[str]:
@@ -63,7 +58,7 @@ class Service(LabService):
     # -- the plan ------------------------------------------------------------------------------
 
     def expected_namespaces(self, inv: Inventory) -> list[str]:
-        names = {CORE}
+        names = {CORE, MGMT_NS}
         names.update(fw.namespace for fw in inv.firewalls if fw.namespace)
         names.update(seg.namespace for _, seg in segments(inv) if seg.namespace)
         return sorted(names)
@@ -84,6 +79,13 @@ class Service(LabService):
         self.state_dir.mkdir(parents=True, exist_ok=True)
         try:
             self._build(inv, progress)
+            hosts = management.managed_hosts(inv)
+            management.build(hosts)
+            progress(f"management network: the controller reaches {len(hosts)} hosts "
+                     f"through {MGMT_NS} ({', '.join(management.networks(hosts))})")
+            ssh.start(self.home, hosts)
+            progress(f"sshd on {len(hosts)} management addresses; pinned keys in "
+                     f"{ssh.known_hosts(self.home)}")
             self._start_dc(inv, progress)
         except BaseException:
             self._teardown(lambda m: None)
@@ -93,9 +95,11 @@ class Service(LabService):
 
     def _build(self, inv: Inventory, progress: Progress) -> None:
         for ns in self.expected_namespaces(inv):
+            if ns == MGMT_NS:
+                continue  # built with the management network
             _run("ip", "netns", "add", ns)
             _run("ip", "-n", ns, "link", "set", "lo", "up")
-        progress(f"{len(self.expected_namespaces(inv))} namespaces created")
+        progress(f"{len(self.expected_namespaces(inv)) - 1} namespaces created")
         lans: set[str] = set()
         for m in inv.municipalities:
             fws = sorted((f for f in inv.firewalls if f.municipality == m.id), key=lambda f: f.position)
@@ -156,11 +160,12 @@ class Service(LabService):
         cert, key = _lab_cert(self.dc_dir(), dc.host)
         # A real database in the dc (the postgres lab service) takes the database port.
         db_port = 0 if any(s.primary_db and s.primary_db.host == dc.host for s in inv.systems) else 5432
-        log = open(self.dc_dir() / "standin.log", "ab")
-        proc = subprocess.Popen(
-            ["ip", "netns", "exec", dc.namespace, sys.executable, "-m", "skydd.lab.network_dc",
-             "--bind", dc.host, "--cert", str(cert), "--key", str(key), "--db-port", str(db_port)],
-            stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True)
+        with open(self.dc_dir() / "standin.log", "ab") as log:  # the child keeps its own copy
+            proc = subprocess.Popen(
+                ["ip", "netns", "exec", dc.namespace, sys.executable, "-m",
+                 "skydd.lab.network_dc", "--bind", dc.host, "--cert", str(cert), "--key",
+                 str(key), "--db-port", str(db_port)],
+                stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True)
         (self.dc_dir() / "standin.pid").write_text(str(proc.pid))
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
@@ -177,24 +182,24 @@ class Service(LabService):
         self._teardown(progress)
 
     def _teardown(self, progress: Progress) -> None:
+        stopped = ssh.stop(self.home)
+        if stopped:
+            progress(f"stopped {stopped} sshd")
         namespaces = lab_namespaces()
         for ns in namespaces:  # Suricata, stand-ins, probes: everything the lab runs in them
             for pid in ns_pids(ns):
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGTERM)
-                except ProcessLookupError:
-                    pass
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline and any(ns_pids(ns) for ns in namespaces):
             time.sleep(0.1)
         for ns in namespaces:
             for pid in ns_pids(ns):
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
         for ns in namespaces:
             _run("ip", "netns", "delete", ns, check=False)
+        management.remove_uplink()
         left = lab_namespaces()
         if left:
             raise LabError(f"could not remove namespaces: {', '.join(left)}")
@@ -215,6 +220,7 @@ class Service(LabService):
             inv = self._inventory()
             expected = self.expected_namespaces(inv)
             dc = next((seg for _, seg in segments(inv) if seg.classified), None)
+            hosts = management.managed_hosts(inv)
         except Exception as err:  # status never raises
             return {"state": "down", "endpoint": None, "error": str(err)}
         present = lab_namespaces()
@@ -222,7 +228,11 @@ class Service(LabService):
         return {"state": "up" if up else "down",
                 "endpoint": f"https://{dc.host}:443" if dc else None,
                 "namespaces": present, "expected": expected,
-                "firewalls": {fw.id: fw.namespace for fw in inv.firewalls}}
+                "firewalls": {fw.id: fw.namespace for fw in inv.firewalls},
+                "ssh": ssh.status(self.home, hosts) if up else None,
+                "management": {"namespace": MGMT_NS,
+                               "controller": management.CONTROLLER_ADDRESS,
+                               "networks": management.networks(hosts)}}
 
 
 def _lab_cert(folder: Path, host: str) -> tuple[Path, Path]:

@@ -1,0 +1,199 @@
+"""OpenSSH servers for the machines the lab plays: one ``sshd`` per host namespace, listening on
+the host's management address only, key authentication only.
+
+Files (``$SKYDD_HOME/lab/ssh/``):
+
+* ``id_ed25519`` (0600) and ``id_ed25519.pub``: the controller's client key, made once and kept
+  across ``lab down`` (a new one only when it is missing);
+* ``known_hosts``: one pinned line per host address (``<address> ssh-ed25519 AAAA…``);
+* ``<namespace>/``: the host's ``sshd_config``, host key, ``authorized_keys`` (the controller's
+  public key), ``sshd.pid`` and ``sshd.log``.
+
+``stop`` ends every sshd the lab started (by its pid file, after checking the process is that
+sshd) and removes the host folders and ``known_hosts``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+from .errors import LabError
+from .management import ManagedHost, run
+
+SSHD = "/usr/sbin/sshd"
+PRIVSEP_DIR = Path("/run/sshd")  # sshd's privilege separation directory (Debian's path)
+HOST_KEY = "ssh_host_ed25519_key"
+
+
+def ssh_dir(home: Path) -> Path:
+    return home / "lab" / "ssh"
+
+
+def client_key(home: Path) -> Path:
+    return ssh_dir(home) / "id_ed25519"
+
+
+def known_hosts(home: Path) -> Path:
+    return ssh_dir(home) / "known_hosts"
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    os.chmod(path, 0o600)
+
+
+def new_keypair(path: Path, comment: str) -> str:
+    """Write an ed25519 key in OpenSSH format to ``path`` (0600) and ``path.pub``; return the
+    public key line."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    key = Ed25519PrivateKey.generate()
+    _write_private(path, key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.OpenSSH,
+                                           serialization.NoEncryption()))
+    public = key.public_key().public_bytes(serialization.Encoding.OpenSSH,
+                                           serialization.PublicFormat.OpenSSH).decode()
+    line = f"{public} {comment}"
+    path.with_name(path.name + ".pub").write_text(line + "\n")
+    return line
+
+
+def ensure_client_key(home: Path) -> str:
+    """The controller's public key line; the key pair is made on first use only."""
+    key = client_key(home)
+    pub = key.with_name(key.name + ".pub")
+    ssh_dir(home).mkdir(parents=True, exist_ok=True)
+    os.chmod(ssh_dir(home), 0o700)
+    if key.exists() and pub.exists():
+        os.chmod(key, 0o600)
+        return pub.read_text().strip()
+    return new_keypair(key, "skydd-controller@lab")
+
+
+def sshd_config(host: ManagedHost, folder: Path) -> str:
+    """The host's sshd_config: its management address only, keys only, nothing forwarded."""
+    return "\n".join([
+        f"# sshd of the lab host {host.name} (namespace {host.namespace}); made by skydd lab up",
+        f"ListenAddress {host.address}:22",
+        "AddressFamily inet",
+        f"HostKey {folder / HOST_KEY}",
+        f"PidFile {folder / 'sshd.pid'}",
+        f"AuthorizedKeysFile {folder / 'authorized_keys'}",
+        "PubkeyAuthentication yes",
+        "PermitRootLogin prohibit-password",
+        "AllowUsers root",
+        "PasswordAuthentication no",
+        "KbdInteractiveAuthentication no",
+        "HostbasedAuthentication no",
+        "PermitEmptyPasswords no",
+        "UsePAM no",
+        # The lab's folders may sit below a world-writable directory (/tmp); the files sshd
+        # reads are the lab's own, 0600 in 0700 folders.
+        "StrictModes no",
+        "AllowAgentForwarding no",
+        "AllowTcpForwarding no",
+        "X11Forwarding no",
+        "PermitTunnel no",
+        "PrintMotd no",
+        "MaxStartups 50:30:100",
+        "MaxSessions 20",
+        "LoginGraceTime 20",
+        "LogLevel VERBOSE",
+        "Subsystem sftp internal-sftp",
+        "",
+    ])
+
+
+def host_dir(home: Path, host: ManagedHost) -> Path:
+    return ssh_dir(home) / host.namespace
+
+
+def start(home: Path, hosts: list[ManagedHost], timeout: float = 15) -> dict[str, str]:
+    """Make the keys and start one sshd per host; return address → known_hosts line."""
+    if not Path(SSHD).exists():
+        raise LabError(f"{SSHD} is missing: install Debian's openssh-server (make deps)")
+    client = ensure_client_key(home)
+    PRIVSEP_DIR.mkdir(mode=0o755, exist_ok=True)
+    pinned: dict[str, str] = {}
+    for h in hosts:
+        folder = host_dir(home, h)
+        if folder.exists():
+            shutil.rmtree(folder)
+        folder.mkdir(mode=0o700, parents=True)
+        public = new_keypair(folder / HOST_KEY, f"root@{h.namespace}")
+        pinned[h.address] = f"{h.address} {' '.join(public.split()[:2])}"
+        _write_private(folder / "authorized_keys", (client + "\n").encode())
+        (folder / "sshd_config").write_text(sshd_config(h, folder))
+        run("ip", "netns", "exec", h.namespace, SSHD, "-f", str(folder / "sshd_config"),
+            "-E", str(folder / "sshd.log"))
+    tmp = known_hosts(home).with_suffix(".tmp")
+    tmp.write_text("".join(line + "\n" for line in pinned.values()))
+    tmp.replace(known_hosts(home))
+    deadline = time.monotonic() + timeout
+    waiting = list(hosts)
+    while waiting and time.monotonic() < deadline:
+        waiting = [h for h in waiting if _pid(host_dir(home, h)) is None]
+        if waiting:
+            time.sleep(0.05)
+    if waiting:
+        h = waiting[0]
+        log = host_dir(home, h) / "sshd.log"
+        last = log.read_text().strip().splitlines()[-1:] if log.exists() else []
+        raise LabError(f"sshd of {h.name} did not start on {h.address}:22 within {timeout:.0f} s"
+                       + (f": {last[0]}" if last else f" (see {log})"))
+    return pinned
+
+
+def _pid(folder: Path) -> int | None:
+    """The pid of the sshd started from ``folder``, if that process still runs."""
+    try:
+        pid = int((folder / "sshd.pid").read_text().strip())
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (OSError, ValueError):
+        return None
+    # sshd rewrites its title ("sshd: /usr/sbin/sshd -f CONFIG ... [listener] ..."), so look
+    # for the config path anywhere in it.
+    return pid if str(folder / "sshd_config").encode() in cmdline else None
+
+
+def stop(home: Path) -> int:
+    """Stop every sshd the lab started and remove its files; return how many were running."""
+    root = ssh_dir(home)
+    if not root.exists():
+        return 0
+    folders = [p for p in root.iterdir() if p.is_dir()]
+    running = sum(_pid(f) is not None for f in folders)
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for f in folders:
+            pid = _pid(f)
+            if pid is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, sig)
+        deadline = time.monotonic() + 5  # a zombie has no cmdline, so it counts as gone
+        while time.monotonic() < deadline and any(_pid(f) is not None for f in folders):
+            time.sleep(0.05)
+    for f in folders:
+        shutil.rmtree(f, ignore_errors=True)
+    known_hosts(home).unlink(missing_ok=True)
+    return running
+
+
+def status(home: Path, hosts: list[ManagedHost]) -> dict[str, Any]:
+    running = {h.namespace: _pid(host_dir(home, h)) is not None for h in hosts}
+    return {
+        "hosts": {h.name: {"namespace": h.namespace, "address": h.address, "port": 22,
+                           "up": running[h.namespace]} for h in hosts},
+        "up": sum(running.values()),
+        "expected": len(hosts),
+        "private_key": str(client_key(home)),
+        "known_hosts": str(known_hosts(home)),
+    }
