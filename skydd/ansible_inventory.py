@@ -8,9 +8,15 @@ makes the pattern ambiguous). Each host carries its inventory fields as host var
 prefixed ``skydd_``; secrets stay references (``env:NAME`` / ``file:PATH``) that roles resolve
 with ``lookup(...)`` under ``no_log``.
 
-Objects with a ``namespace`` field live in a lab network namespace: they run with the local
-connection and an interpreter wrapper that enters the namespace (``ip netns exec``). Everything
-else runs with the local connection and the Python that runs Skydd.
+Objects with an ssh ``connection`` run with Ansible's ssh connection: address, port, user,
+become and the private key from the inventory, strict host key checking against the
+connection's known_hosts only (never adding a key), multiplexed (ControlMaster/ControlPersist)
+and pipelined (``ansible.cfg``). A ``file:`` key is used where it lies; an ``env:`` key is
+written to a 0600 file in the run folder by ``write`` and removed by ``remove_key_files``.
+Objects with a ``namespace`` field and no connection live in a lab network namespace: they run
+with the local connection and an interpreter wrapper that enters the namespace
+(``ip netns exec``). Everything else (and a ``local`` connection) runs with the local connection
+and the Python that runs Skydd.
 
 ``build`` is pure (a dict); ``write`` puts the inventory and the wrappers in a run folder.
 """
@@ -28,6 +34,7 @@ from typing import Any, Iterable
 
 from estate.errors import InputError
 from estate.inventory import Inventory
+from estate.secrets import resolve_secret
 
 # Inventory list field -> (Ansible group, object type as in ``skydd_type``).
 OBJECT_GROUPS: dict[str, tuple[str, str]] = {
@@ -39,6 +46,7 @@ OBJECT_GROUPS: dict[str, tuple[str, str]] = {
 LOCALHOST = "localhost"
 CONTROLLER = "controller"
 NAMESPACE_PYTHON = "/usr/bin/python3"
+REMOTE_PYTHON = "/usr/bin/python3"  # Debian's; no discovery round trip, no PATH surprises
 _NAMESPACE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
@@ -48,6 +56,8 @@ class AnsibleInventory:
 
     data: dict[str, Any]
     namespaces: frozenset[str] = field(default_factory=frozenset)
+    # key file path -> ``env:NAME`` reference, written by ``write``
+    key_files: dict[str, str] = field(default_factory=dict)
 
     def hosts(self) -> dict[str, dict[str, Any]]:
         """Every host with its variables."""
@@ -91,6 +101,34 @@ def wrapper_name(namespace: str) -> str:
     return f"python-netns-{namespace}"
 
 
+KEYS_DIR = "keys"
+
+
+def ssh_args(known_hosts: str) -> str:
+    """OpenSSH options for every ssh host: pinned keys only, key login only, one master
+    connection per host kept for a minute."""
+    return " ".join([
+        "-o StrictHostKeyChecking=yes", f"-o UserKnownHostsFile={shlex.quote(known_hosts)}",
+        "-o GlobalKnownHostsFile=/dev/null", "-o IdentitiesOnly=yes",
+        "-o PasswordAuthentication=no", "-o ControlMaster=auto", "-o ControlPersist=60s"])
+
+
+def ssh_hostvars(name: str, conn: Any, run_dir: Path, key_files: dict[str, str]) -> dict[str, Any]:
+    """The Ansible connection variables of an object reached over SSH."""
+    scheme, _, rest = conn.private_key.partition(":")
+    if scheme == "file":
+        key = rest
+    else:  # env: the key exists only in the environment; write() puts it in the run folder
+        key = str(run_dir / KEYS_DIR / f"{name}.key")
+        key_files[key] = conn.private_key
+    return {"ansible_connection": "ssh", "ansible_host": conn.address,
+            "ansible_port": conn.port, "ansible_user": conn.user,
+            "ansible_ssh_private_key_file": key, "ansible_become": conn.become,
+            "ansible_timeout": max(1, int(conn.timeout)),
+            "ansible_python_interpreter": REMOTE_PYTHON,
+            "ansible_ssh_common_args": ssh_args(conn.known_hosts)}
+
+
 def build(inventory: Inventory, *, run_dir: Path, python: str | None = None,
           home: Path | None = None) -> AnsibleInventory:
     """The Ansible inventory of ``inventory``; namespace wrappers are named under ``run_dir/bin``."""
@@ -104,6 +142,7 @@ def build(inventory: Inventory, *, run_dir: Path, python: str | None = None,
     site_members: dict[str, set[str]] = {s.id: set() for s in inventory.sites}
     muni_members: dict[str, set[str]] = {m.id: set() for m in inventory.municipalities}
     namespaces: set[str] = set()
+    key_files: dict[str, str] = {}
 
     def add(name: str, where: str, group: str, kind: str, obj: Any,
             sites: Iterable[str], municipality: str | None) -> None:
@@ -115,8 +154,12 @@ def build(inventory: Inventory, *, run_dir: Path, python: str | None = None,
         hv: dict[str, Any] = {"skydd_type": kind}
         for key, value in obj.model_dump(mode="json").items():
             hv[f"skydd_{key}"] = value
-        namespace = getattr(obj, "namespace", None)
-        if namespace:
+        conn = getattr(obj, "connection", None)
+        # A connection (ssh, or local: the controller itself) replaces the lab's namespace path.
+        namespace = getattr(obj, "namespace", None) if conn is None else None
+        if conn is not None and conn.type == "ssh":
+            hv.update(ssh_hostvars(name, conn, run_dir.resolve(), key_files))
+        elif namespace:
             if not _NAMESPACE.match(namespace):
                 raise InputError(f"inventory: {where}: namespace {namespace!r} is not a valid "
                                  "network namespace name")
@@ -124,7 +167,7 @@ def build(inventory: Inventory, *, run_dir: Path, python: str | None = None,
             hv["ansible_python_interpreter"] = str(bin_dir / wrapper_name(namespace))
         else:
             hv["ansible_python_interpreter"] = python
-        hv["ansible_connection"] = "local"
+        hv.setdefault("ansible_connection", "local")
         hosts[name] = hv
         groups[group].add(name)
         for s in sites:
@@ -167,7 +210,7 @@ def build(inventory: Inventory, *, run_dir: Path, python: str | None = None,
     for m, members in sorted(muni_members.items()):
         children[municipality_group(m)] = {"hosts": {h: {} for h in sorted(members)}}
     return AnsibleInventory({"all": {"vars": top_vars, "children": children}},
-                            frozenset(namespaces))
+                            frozenset(namespaces), key_files)
 
 
 def limit_for(site: str | None) -> str | None:
@@ -191,9 +234,23 @@ def write(ansible_inventory: AnsibleInventory, run_dir: Path) -> Path:
     bin_dir.mkdir(mode=0o700, exist_ok=True)
     for ns in sorted(ansible_inventory.namespaces):
         _write_private(bin_dir / wrapper_name(ns), wrapper_script(ns), 0o700)
+    if ansible_inventory.key_files:
+        (run_dir / KEYS_DIR).mkdir(mode=0o700, exist_ok=True)
+    for key, ref in sorted(ansible_inventory.key_files.items()):
+        # OpenSSH refuses a key file without its final newline (resolve_secret strips it).
+        _write_private(Path(key), resolve_secret(ref).rstrip("\n") + "\n", 0o600)
     path = inv_dir / "hosts.json"
     _write_private(path, json.dumps(ansible_inventory.data, indent=2, sort_keys=True) + "\n", 0o600)
     return path.resolve()
+
+
+def remove_key_files(run_dir: Path) -> None:
+    """Delete the private keys ``write`` put in the run folder (call when the run is over)."""
+    folder = run_dir / KEYS_DIR
+    if folder.is_dir():
+        for key in folder.iterdir():
+            key.unlink(missing_ok=True)
+        folder.rmdir()
 
 
 def _write_private(path: Path, text: str, mode: int) -> None:

@@ -15,12 +15,11 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from audit import log
-from audit.errors import AuditError
 from audit.signing import load_signer
 from estate.errors import InputError, SkyddError
 from estate.loader import load_inventory
 from estate.settings import PLAYBOOKS_DIR, Settings
-from policies import Control, Level, PolicyError, load_catalog
+from policies import Control, Level, load_catalog
 from skydd.lab import LAB_INVENTORY
 
 from . import ansible_inventory
@@ -220,25 +219,28 @@ def run_apply(settings: Settings, inventory_path: Path | None, selection: Select
     result = ApplyResult(the_plan, run_dir, options.check)
     extravars = {"skydd_allow_disruptive": options.allow_disruptive,
                  "skydd_inventory_file": str(inventory_path.resolve())}
-    for index, run in enumerate(the_plan.runs):
-        if result.problems:
-            result.not_run.append(run.playbook)
-            continue
-        on_event(ApplyEvent("playbook", run.playbook, message=",".join(run.tags)))
-        handler = _EventHandler(run.playbook, result, on_event)
-        r = ansible_runner.run(
-            private_data_dir=str(run_dir), ident=f"{index + 1}-{Path(run.playbook).stem}",
-            project_dir=str(PLAYBOOKS_DIR), playbook=str(books[run.playbook]),
-            inventory=str(inv_file), tags=",".join(run.tags), limit=limit,
-            cmdline=cmdline or None,
-            extravars=extravars, envvars=runner_env(run_dir, settings.home), quiet=True,
-            event_handler=handler)
-        _merge_stats(result, r.stats or {})
-        if r.rc != 0 and not handler.failed_hosts:
-            tail = _stdout_tail(r)
-            hint = " (ansible-playbook not found on PATH)" if r.rc == 127 else ""
-            result.problems.append(f"{run.playbook}: ansible-playbook exited {r.rc}{hint}"
-                                   + (f": {tail}" if tail else ""))
+    try:
+        for index, run in enumerate(the_plan.runs):
+            if result.problems:
+                result.not_run.append(run.playbook)
+                continue
+            on_event(ApplyEvent("playbook", run.playbook, message=",".join(run.tags)))
+            handler = _EventHandler(run.playbook, result, on_event)
+            r = ansible_runner.run(
+                private_data_dir=str(run_dir), ident=f"{index + 1}-{Path(run.playbook).stem}",
+                project_dir=str(PLAYBOOKS_DIR), playbook=str(books[run.playbook]),
+                inventory=str(inv_file), tags=",".join(run.tags), limit=limit,
+                cmdline=cmdline or None,
+                extravars=extravars, envvars=runner_env(run_dir, settings.home), quiet=True,
+                event_handler=handler)
+            _merge_stats(result, r.stats or {})
+            if r.rc != 0 and not handler.failed_hosts:
+                tail = _stdout_tail(r)
+                hint = " (ansible-playbook not found on PATH)" if r.rc == 127 else ""
+                result.problems.append(f"{run.playbook}: ansible-playbook exited {r.rc}{hint}"
+                                       + (f": {tail}" if tail else ""))
+    finally:  # private keys from env: references live only as long as the runs
+        ansible_inventory.remove_key_files(run_dir)
     ran = {t.split(" | ", 1)[0] for t in result.tasks}
     result.untouched = [c.id for c in the_plan.controls if c.id not in ran]
     _log(settings, actor, selection, options, result, inv_digest, limit, clock())
@@ -249,7 +251,7 @@ def run_apply(settings: Settings, inventory_path: Path | None, selection: Select
         try:
             result.audit = run_audit(settings, inventory_path, touched, progress=audit_progress,
                                      actor=actor, clock=clock)
-        except (SkyddError, PolicyError, AuditError) as err:
+        except SkyddError as err:
             result.audit_error = str(err)
     return result
 

@@ -1,21 +1,38 @@
 """Firewall rule sets: per firewall ``nft -j list ruleset`` (every table, every base chain on
 every hook), ``iptables-save`` (xt NFQUEUE rules carry their queue number and bypass flag only
 there) and whether the firewall forwards at all. Judging is the engine's job
-(``policies/named/level_b.py``); this module only observes, in the firewall's namespace when it
-has one.
+(``policies/named/level_b.py``); this module only observes.
+
+A firewall with an ssh ``connection`` is observed over SSH (``audit.remote``): every such
+firewall at once, at most ``SSH_LIMIT`` connected at a time, one connection each, and a
+firewall that cannot be reached is that firewall's ``error`` (naming it and the cause) while the
+others are collected. A firewall without a connection is observed as before, in its lab
+namespace (until the lab's cut-over to SSH).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import fcntl
 import json
+import math
 import shutil
 import subprocess
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, TypeVar
+
+from audit.remote import CommandFailed, HostError, Session, Target, gather_hosts
 
 from .interface import Collector, CollectorError, Observation
+
+T = TypeVar("T")
+SSH_LIMIT = 16  # firewalls connected at once
+
+
+def _lock_path(key: str) -> Path:
+    return Path("/run/lock" if Path("/run/lock").is_dir() else "/tmp") / f"skydd-fw-{key}.lock"
 
 
 @contextlib.contextmanager
@@ -23,9 +40,29 @@ def ns_lock(namespace: str | None) -> Iterator[None]:
     """Serialise readers and the traffic probe on one firewall: the probe opens a firewall or
     stops its IPS for a moment, and no collector may observe that moment as the firewall's state.
     ``flock`` on a file per namespace holds across threads and processes."""
-    path = Path("/run/lock" if Path("/run/lock").is_dir() else "/tmp") / f"skydd-fw-{namespace or 'host'}.lock"
-    with open(path, "a") as f:
+    with open(_lock_path(namespace or "host"), "a") as f:
         fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def ssh_lock_key(firewall_id: str) -> str:
+    return f"ssh-{firewall_id}"
+
+
+@contextlib.asynccontextmanager
+async def host_lock(key: str) -> AsyncIterator[None]:
+    """``ns_lock`` for the event loop: polls the same ``flock`` so waiting never blocks other
+    hosts and a cancelled wait leaves nothing locked."""
+    with open(_lock_path(key), "a") as f:
+        while True:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                await asyncio.sleep(0.1)
         try:
             yield
         finally:
@@ -59,7 +96,11 @@ _PACKAGES = {"nft": "nftables", "iptables-save": "iptables", "suricata": "surica
 
 
 def ruleset(namespace: str | None) -> list[dict[str, Any]]:
-    out = run(namespace, "nft", "-j", "list", "ruleset").stdout
+    return parse_ruleset(run(namespace, "nft", "-j", "list", "ruleset").stdout)
+
+
+def parse_ruleset(out: str) -> list[dict[str, Any]]:
+    """The items of ``nft -j list ruleset`` (an empty answer is an empty ruleset)."""
     try:
         doc = json.loads(out) if out.strip() else {"nftables": []}
     except json.JSONDecodeError as err:
@@ -89,15 +130,95 @@ class NftablesCollector(Collector):
         with ns_lock(ns):
             forward = run(ns, "sysctl", "-n", "net.ipv4.ip_forward", check=False).stdout.strip()
             nft, saved = ruleset(ns), iptables_save(ns)
-        yield Observation(self.kinds[0], self.source_id, {
-            "firewall": self.source_id,
-            "position": self.plan["position"],
-            "plan": {k: self.plan[k] for k in ("flows", "management_network", "management_ports",
-                                                "lan", "inside", "outside", "table")},
-            "ip_forward": forward == "1",
-            "nftables": nft,
-            "iptables_save": saved,
-        })
+        yield Observation(self.kinds[0], self.source_id, observed(self.plan, forward, nft, saved))
+
+
+def observed(plan: dict[str, Any], forward: str, nft: list[dict[str, Any]], saved: str
+             ) -> dict[str, Any]:
+    return {
+        "firewall": plan["id"],
+        "position": plan["position"],
+        "plan": {k: plan[k] for k in ("flows", "management_network", "management_ports",
+                                       "lan", "inside", "outside", "table")},
+        "ip_forward": forward.strip() == "1",
+        "nftables": nft,
+        "iptables_save": saved,
+    }
+
+
+# -- over SSH ------------------------------------------------------------------------------------
+
+RULESET_COMMANDS = ("cat /proc/sys/net/ipv4/ip_forward", "nft -j list ruleset", "iptables-save")
+
+
+async def read_ruleset(s: Session) -> tuple[str, list[dict[str, Any]], str]:
+    """ip_forward, the nft ruleset and iptables-save (empty when not installed) of one host."""
+    forward, nft, saved = await s.run_many(RULESET_COMMANDS, check=False)
+    if nft.exit_status != 0:
+        raise CommandFailed(s.target.label, nft.command, nft.exit_status,
+                            nft.stderr.decode("utf-8", "replace"))
+    try:
+        items = parse_ruleset(nft.text)
+    except CollectorError as err:
+        raise CollectorError(f"{s.target.label}: {err}") from err
+    return forward.text, items, saved.text if saved.exit_status == 0 else ""
+
+
+class SshFleetCollector(Collector):
+    """Observe every firewall of ``targets`` over SSH at once; one ``Observation`` per firewall,
+    an ``error`` one for a firewall that could not be observed. Subclasses set ``kinds`` and
+    implement ``observe``."""
+
+    per_host_steps = 5  # connect, and the commands of ``observe`` (times the host's timeout)
+    wait_for_probe = 150.0  # a firewall may be held by the traffic probe this long
+
+    def __init__(self, plans: Sequence[dict[str, Any]], targets: Sequence[Target]) -> None:
+        super().__init__("ssh")
+        self.plans = {p["id"]: p for p in plans}
+        self.targets = list(targets)
+        worst = max((t.connection.timeout for t in targets), default=10.0) * self.per_host_steps
+        self.timeout = self.wait_for_probe + math.ceil(len(targets) / SSH_LIMIT) * worst + 5
+
+    async def observe(self, s: Session, plan: dict[str, Any]) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def collect(self) -> Iterable[Observation]:
+        async def work(s: Session) -> dict[str, Any]:
+            return await self.observe(s, self.plans[s.name])
+
+        results = asyncio.run(gather_ssh(self.targets, work, self.per_host_steps))
+        for name, result in results.items():
+            plan = self.plans[name]
+            where = {"site": plan["site"], "municipality": plan["municipality"],
+                     "source": f"{self.kinds[0].split('.')[0]}:{name}"}
+            if isinstance(result, BaseException):
+                yield Observation(self.kinds[0], name, {}, error=str(result), **where)
+            else:
+                yield Observation(self.kinds[0], name, result, **where)
+
+
+async def gather_ssh(targets: Sequence[Target], work: Callable[[Session], Awaitable[T]],
+                     steps: int) -> dict[str, T | HostError | CollectorError]:
+    """``gather_hosts`` with each firewall's lock held while it is observed; a malformed answer
+    (``CollectorError``) is that host's error too."""
+    async def guarded(s: Session) -> T | CollectorError:
+        try:
+            return await work(s)
+        except CollectorError as err:
+            return err
+
+    out = await gather_hosts(targets, guarded, limit=SSH_LIMIT,
+                             budget=lambda t: t.connection.timeout * steps,
+                             hold=lambda t: host_lock(ssh_lock_key(t.name)))
+    return out
+
+
+class NftablesOverSsh(SshFleetCollector):
+    kinds = ("nftables.ruleset",)
+
+    async def observe(self, s: Session, plan: dict[str, Any]) -> dict[str, Any]:
+        forward, nft, saved = await read_ruleset(s)
+        return observed(plan, forward, nft, saved)
 
 
 def plans(inventory: Any) -> Sequence[dict[str, Any]]:
@@ -105,6 +226,35 @@ def plans(inventory: Any) -> Sequence[dict[str, Any]]:
     return [firewall_plan(inventory, fw) for fw in inventory.firewalls]
 
 
+def ssh_target(name: str, obj: Any) -> Target | None:
+    """The SSH target of an inventory object with an ssh ``connection`` (else None)."""
+    conn = getattr(obj, "connection", None)
+    return Target(name, conn) if conn is not None and conn.type == "ssh" else None
+
+
+def split_by_connection(inventory: Any, chosen: Sequence[dict[str, Any]]
+                        ) -> tuple[list[dict[str, Any]], list[Target], list[dict[str, Any]]]:
+    """Firewall plans reached over SSH (with their targets) and those observed on this machine
+    (in their lab namespace; a ``local`` connection is this machine without one)."""
+    models = {fw.id: fw for fw in inventory.firewalls}
+    over_ssh, targets, here = [], [], []
+    for p in chosen:
+        fw = models[p["id"]]
+        target = ssh_target(fw.id, fw)
+        if target is not None:
+            over_ssh.append(p)
+            targets.append(target)
+        elif fw.connection is not None:  # local: the controller itself
+            here.append({**p, "namespace": None})
+        else:
+            here.append(p)
+    return over_ssh, targets, here
+
+
 def from_inventory(inventory: Any, home: Path) -> list[Collector]:
-    return [NftablesCollector(p["id"], p, site=p["site"], municipality=p["municipality"])
-            for p in plans(inventory)]
+    over_ssh, targets, here = split_by_connection(inventory, plans(inventory))
+    out: list[Collector] = [NftablesCollector(p["id"], p, site=p["site"],
+                                              municipality=p["municipality"]) for p in here]
+    if targets:
+        out.append(NftablesOverSsh(over_ssh, targets))
+    return out

@@ -2,23 +2,40 @@
 configuration (NFQ mode, fail-open, eve.json), the loaded ruleset as suricata-update wrote it
 (rule counts, drop rules by class, age) and the latest eve.json statistics, and the queue rules
 that put it in the path (native nft ``queue`` or iptables-nft ``NFQUEUE``).
+
+An IPS firewall with an ssh ``connection`` is observed over SSH, all of them at once (as in
+``nftables``): the same facts from the same commands and files, read on the firewall.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
+import shlex
 import shutil
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
+from audit.remote import CommandFailed, Session
+
 from .interface import Collector, CollectorError, Observation
-from .nftables import iptables_save, ns_lock, plans, ruleset, run
+from .nftables import (
+    SshFleetCollector,
+    iptables_save,
+    ns_lock,
+    parse_ruleset,
+    plans,
+    ruleset,
+    run,
+    split_by_connection,
+)
 
 _EVE_TAIL = 256 * 1024
 
@@ -55,8 +72,12 @@ def cmdline(pid: int) -> list[str]:
 def bound_queues(namespace: str | None) -> list[dict[str, int]]:
     """``/proc/net/netfilter/nfnetlink_queue`` of the namespace: queue number and port id."""
     proc = run(namespace, "cat", "/proc/net/netfilter/nfnetlink_queue", check=False)
+    return parse_queues(proc.stdout)
+
+
+def parse_queues(text: str) -> list[dict[str, int]]:
     out = []
-    for line in proc.stdout.splitlines():
+    for line in text.splitlines():
         cols = line.split()
         if len(cols) >= 2 and cols[0].isdigit():
             out.append({"queue": int(cols[0]), "portid": int(cols[1])})
@@ -94,7 +115,11 @@ def queue_rules(nft: list[dict[str, Any]], iptables: str) -> list[dict[str, Any]
 
 
 def read_config(path: Path) -> dict[str, Any]:
-    text = path.read_text(encoding="utf-8")
+    return parse_config(path.read_text(encoding="utf-8"), path)
+
+
+def parse_config(text: str, path: Path) -> dict[str, Any]:
+    """The facts of a suricata.yaml (``path`` anchors its relative folders)."""
     text = "\n".join(line for line in text.splitlines() if not line.startswith("%YAML"))
     try:
         doc = YAML(typ="safe").load(text) or {}
@@ -119,17 +144,21 @@ def _yes(value: Any) -> bool:
 
 
 def read_rules(files: list[str]) -> dict[str, Any]:
+    found = [(Path(f).read_text(encoding="utf-8", errors="replace"), Path(f).stat().st_mtime)
+             for f in files if Path(f).exists()]
+    return count_rules(files, found)
+
+
+def count_rules(files: list[str], found: Sequence[tuple[str, float]]) -> dict[str, Any]:
+    """Rule counts of the rule files that exist (their text and modification time)."""
     from suricata.update import rule as su_rule
 
     total = enabled = 0
     drops: list[dict[str, Any]] = []
     newest = None
-    for f in files:
-        p = Path(f)
-        if not p.exists():
-            continue
-        newest = max(newest or 0, p.stat().st_mtime)
-        for r in su_rule.parse_file(str(p)):
+    for text, mtime in found:
+        newest = max(newest or 0, mtime)
+        for r in su_rule.parse_fileobj(io.StringIO(text)):
             total += 1
             if r.enabled:
                 enabled += 1
@@ -142,10 +171,17 @@ def read_rules(files: list[str]) -> dict[str, Any]:
 
 def read_eve(path: Path) -> dict[str, Any]:
     if not path.exists():
-        return {"path": str(path), "exists": False, "stats": None, "blocked": 0}
+        return summarize_eve(path, None)
     with path.open("rb") as f:
         f.seek(max(0, path.stat().st_size - _EVE_TAIL))
-        lines = f.read().decode("utf-8", "replace").splitlines()
+        return summarize_eve(path, f.read())
+
+
+def summarize_eve(path: Path, tail: bytes | None) -> dict[str, Any]:
+    """The latest IPS stats and the blocked events in the tail of eve.json (None: no file)."""
+    if tail is None:
+        return {"path": str(path), "exists": False, "stats": None, "blocked": 0}
+    lines = tail.decode("utf-8", "replace").splitlines()
     stats, blocked = None, 0
     for line in lines:
         try:
@@ -199,6 +235,81 @@ class SuricataCollector(Collector):
         }
 
 
+# -- over SSH ------------------------------------------------------------------------------------
+
+# Suricata processes in the shell's own network namespace, as "pid<TAB>argv" with arguments
+# separated by \x1f (a machine runs one; a lab machine shares /proc with its neighbours).
+PIDS_SCRIPT = (
+    'me=$(readlink /proc/self/ns/net); for d in /proc/[0-9]*; do '
+    'c=$(cat "$d/comm" 2>/dev/null) || continue; '
+    'case "$c" in Suricata*|suricata) ;; *) continue ;; esac; '
+    '[ "$(readlink "$d/ns/net" 2>/dev/null)" = "$me" ] || continue; '
+    'printf "%s\\t" "${d#/proc/}"; tr "\\000" "\\037" < "$d/cmdline"; echo; done')
+
+
+def parse_pids(text: str) -> list[dict[str, Any]]:
+    out = []
+    for line in text.splitlines():
+        pid, _, argv = line.partition("\t")
+        if pid.isdigit():
+            out.append({"pid": int(pid), "cmdline": [a for a in argv.split("\x1f") if a]})
+    return sorted(out, key=lambda p: p["pid"])
+
+
+async def observe_over_ssh(s: Session, plan: dict[str, Any]) -> dict[str, Any]:
+    conf_path = ips_dir(plan) / "suricata.yaml"
+    nft, saved, which, queues, pids, conf = await s.run_many([
+        "nft -j list ruleset", "iptables-save", "command -v suricata",
+        "cat /proc/net/netfilter/nfnetlink_queue", PIDS_SCRIPT,
+        f"cat -- {shlex.quote(str(conf_path))}"], check=False)
+    if nft.exit_status != 0:
+        raise CommandFailed(s.target.label, nft.command, nft.exit_status,
+                            nft.stderr.decode("utf-8", "replace"))
+    items = parse_ruleset(nft.text)
+    config = parse_config(conf.text, conf_path) if conf.exit_status == 0 else None
+    rules = eve = None
+    if config is not None:
+        files = config["rule_files"]
+        reads = await s.run_many([f"stat -c %Y -- {shlex.quote(f)} && cat -- {shlex.quote(f)}"
+                                  for f in files], check=False)
+        found = []
+        for r in reads:
+            if r.exit_status == 0:
+                stamp, _, text = r.text.partition("\n")
+                found.append((text, float(stamp)))
+        rules = count_rules(files, found)
+        eve = summarize_eve(Path(config["eve_path"]), await s.read(config["eve_path"],
+                                                                   tail=_EVE_TAIL))
+    procs = parse_pids(pids.text)
+    return {
+        "firewall": plan["id"],
+        "declared_fail_mode": plan["fail_mode"],
+        "protects_classified": plan["protects_classified"],
+        "installed": which.exit_status == 0,
+        "configured": config is not None,
+        "config": config,
+        "processes": procs,
+        "running": bool(procs),
+        "bound_queues": parse_queues(queues.text),
+        "queue_rules": queue_rules(items, saved.text if saved.exit_status == 0 else ""),
+        "rules": rules,
+        "eve": eve,
+    }
+
+
+class SuricataOverSsh(SshFleetCollector):
+    kinds = ("suricata.ips",)
+    per_host_steps = 10  # connect, the facts, the rule files, eve.json
+
+    async def observe(self, s: Session, plan: dict[str, Any]) -> dict[str, Any]:
+        return await observe_over_ssh(s, plan)
+
+
 def from_inventory(inventory: Any, home: Path) -> list[Collector]:
-    return [SuricataCollector(p["id"], p, site=p["site"], municipality=p["municipality"])
-            for p in plans(inventory) if p["ips"]]
+    over_ssh, targets, here = split_by_connection(inventory, [p for p in plans(inventory)
+                                                              if p["ips"]])
+    out: list[Collector] = [SuricataCollector(p["id"], p, site=p["site"],
+                                              municipality=p["municipality"]) for p in here]
+    if targets:
+        out.append(SuricataOverSsh(over_ssh, targets))
+    return out

@@ -282,3 +282,81 @@ def test_diffs_of_a_loop_are_shown_per_changed_item(tmp_path: Path) -> None:
     text = diff_lines({"before": "a\nb\n", "after": "a\nc\n", "before_header": "f",
                        "after_header": "f"})
     assert "-b" in text and "+c" in text
+
+
+# -- hosts reached over SSH -------------------------------------------------------------------
+
+SSH_CONN = {"address": "10.2.9.1", "port": 2222, "user": "skydd", "become": True, "timeout": 7.5,
+            "private_key": "file:/etc/skydd/id_ed25519", "known_hosts": "/etc/skydd/known hosts"}
+
+
+def _with_connections(inv, **per_fw):
+    from estate.inventory import Connection
+
+    fws = [fw.model_copy(update={"connection": Connection(**per_fw[fw.id]) if fw.id in per_fw
+                                 else None}) for fw in inv.firewalls]
+    return inv.model_copy(update={"firewalls": fws})
+
+
+def test_ssh_hosts_get_the_ssh_connection_with_pinned_keys_and_multiplexing(inv, tmp_path: Path) -> None:
+    inv = _with_connections(inv, **{"sunne-fw1": SSH_CONN, "sunne-fw2": {"type": "local"}})
+    built = ai.build(inv, run_dir=tmp_path / "run")
+    hv = built.hosts()["sunne-fw1"]
+    assert {k: hv[k] for k in ("ansible_connection", "ansible_host", "ansible_port", "ansible_user",
+                               "ansible_ssh_private_key_file", "ansible_become", "ansible_timeout")} == {
+        "ansible_connection": "ssh", "ansible_host": "10.2.9.1", "ansible_port": 2222,
+        "ansible_user": "skydd", "ansible_ssh_private_key_file": "/etc/skydd/id_ed25519",
+        "ansible_become": True, "ansible_timeout": 7}
+    args = hv["ansible_ssh_common_args"].split(" -o ")
+    assert "StrictHostKeyChecking=yes" in args[0]
+    assert "UserKnownHostsFile='/etc/skydd/known hosts'" in args  # quoted for the shell split
+    assert {"GlobalKnownHostsFile=/dev/null", "ControlMaster=auto", "ControlPersist=60s",
+            "IdentitiesOnly=yes", "PasswordAuthentication=no"} <= set(args)
+    assert hv["ansible_python_interpreter"] == "/usr/bin/python3"  # the host's, not ours
+    # the namespace wrapper is not made for a host with a connection; local is the controller
+    assert built.namespaces == frozenset() and not built.key_files
+    local = built.hosts()["sunne-fw2"]
+    assert (local["ansible_connection"], local["ansible_python_interpreter"]) == ("local", sys.executable)
+
+
+def test_an_env_key_is_written_0600_into_the_run_and_removed_after(inv, tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FW_KEY", "-----BEGIN OPENSSH PRIVATE KEY-----\nabc\n-----END OPENSSH PRIVATE KEY-----\n")
+    inv = _with_connections(inv, **{"sunne-fw1": {**SSH_CONN, "private_key": "env:FW_KEY"}})
+    run = tmp_path / "run"
+    run.mkdir()
+    built = ai.build(inv, run_dir=run)
+    key = Path(built.hosts()["sunne-fw1"]["ansible_ssh_private_key_file"])
+    assert key == run.resolve() / "keys" / "sunne-fw1.key" and not key.exists()
+    assert "FW_KEY" not in json.dumps(built.data).replace("env:FW_KEY", "")  # only the reference
+    ai.write(built, run)
+    assert key.read_text().endswith("-----END OPENSSH PRIVATE KEY-----\n")
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600
+    assert stat.S_IMODE(key.parent.stat().st_mode) == 0o700
+    ai.remove_key_files(run)
+    assert not key.exists() and not key.parent.exists()
+    monkeypatch.delenv("FW_KEY")
+    with pytest.raises(InputError, match="FW_KEY"):
+        ai.write(built, run)
+
+
+def test_ansible_itself_reads_the_ssh_variables(inv, tmp_path: Path) -> None:
+    inv = _with_connections(inv, **{"sunne-fw1": SSH_CONN})
+    run = tmp_path / "run"
+    run.mkdir()
+    path = ai.write(ai.build(inv, run_dir=run), run)
+    env = {**os.environ, "ANSIBLE_CONFIG": str(tmp_path / "none.cfg"), "ANSIBLE_NOCOLOR": "1"}
+    r = subprocess.run([str(Path(sys.executable).parent / "ansible-inventory"), "-i", str(path),
+                        "--host", "sunne-fw1"], capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 0, r.stderr
+    hv = json.loads(r.stdout)
+    assert (hv["ansible_connection"], hv["ansible_host"], hv["ansible_port"]) == ("ssh", "10.2.9.1", 2222)
+
+
+def test_ansible_cfg_pipelines_ssh() -> None:
+    import configparser
+
+    cfg = configparser.ConfigParser()
+    cfg.read(PLAYBOOKS_DIR / "ansible.cfg")
+    assert cfg.getboolean("ssh_connection", "pipelining")
+    assert cfg.getint("defaults", "forks") >= 10

@@ -1,0 +1,128 @@
+"""Real OpenSSH servers in network namespaces of the tests' own (``skt-*``), for the SSH
+transport and the collectors over SSH. Each host: a veth pair from the root namespace
+(198.51.100.0/24, TEST-NET-2, one /30 per host), Debian's ``/usr/sbin/sshd -D`` on the
+namespace side only, an ed25519 host key from ``ssh-keygen``, key login only. ``Hosts.close``
+stops every sshd this module started (by its Popen) and deletes the namespaces, also after a
+failure."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from estate.inventory import Connection
+
+SSHD = "/usr/sbin/sshd"
+_SERIAL = itertools.count()
+NET = "198.51.100"
+
+
+def sh(*cmd: str, input: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(cmd, check=True, capture_output=True, text=True, input=input, timeout=30)
+
+
+def keypair(path: Path) -> str:
+    sh("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", path.name, "-f", str(path))
+    return (path.with_suffix(".pub") if path.suffix else Path(f"{path}.pub")).read_text().strip()
+
+
+@dataclass
+class Host:
+    name: str
+    namespace: str
+    address: str
+    folder: Path
+    link: str
+    proc: subprocess.Popen[bytes] | None = None
+
+    def ns(self, *cmd: str, input: str | None = None) -> subprocess.CompletedProcess[str]:
+        return sh("ip", "netns", "exec", self.namespace, *cmd, input=input)
+
+    def host_key(self) -> str:
+        return (self.folder / "ssh_host_ed25519_key.pub").read_text().split()[1]
+
+    def accepted_logins(self) -> int:
+        log = self.folder / "sshd.log"
+        return log.read_text().count("Accepted publickey") if log.exists() else 0
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            ["ip", "netns", "exec", self.namespace, SSHD, "-D", "-f",
+             str(self.folder / "sshd_config"), "-E", str(self.folder / "sshd.log")],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection((self.address, 22), 0.5).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError(f"sshd in {self.namespace} did not listen on {self.address}:22")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+        self.proc = None
+
+
+@dataclass
+class Hosts:
+    root: Path
+    tag: str = field(default_factory=lambda: f"{os.getpid() % 1000}{next(_SERIAL) % 100:02d}")
+    hosts: list[Host] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.client_key = self.root / "id_ed25519"
+        self.client_pub = keypair(self.client_key)
+        self.known_hosts = self.root / "known_hosts"
+        self.known_hosts.write_text("")
+        Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege separation dir
+
+    def add(self, name: str) -> Host:
+        i = len(self.hosts)
+        ns = f"skt-{self.tag}-{i}"
+        outer, inner = f"skt{self.tag}h{i}", f"skt{self.tag}n{i}"
+        base = 4 * i + 1 + 4 * 8 * (int(self.tag) % 7)
+        host = Host(name, ns, f"{NET}.{base + 1}", self.root / name, outer)
+        host.folder.mkdir(mode=0o700)
+        self.hosts.append(host)  # from here on close() removes it
+        sh("ip", "netns", "add", ns)
+        sh("ip", "link", "add", outer, "type", "veth", "peer", "name", inner)
+        sh("ip", "link", "set", inner, "netns", ns)
+        sh("ip", "addr", "add", f"{NET}.{base}/30", "dev", outer)
+        sh("ip", "link", "set", outer, "up")
+        host.ns("ip", "addr", "add", f"{host.address}/30", "dev", inner)
+        host.ns("ip", "link", "set", inner, "up")
+        host.ns("ip", "link", "set", "lo", "up")
+        keypair(host.folder / "ssh_host_ed25519_key")
+        (host.folder / "authorized_keys").write_text(self.client_pub + "\n")
+        (host.folder / "sshd_config").write_text(
+            f"ListenAddress {host.address}\nPort 22\n"
+            f"HostKey {host.folder}/ssh_host_ed25519_key\nPidFile {host.folder}/sshd.pid\n"
+            f"AuthorizedKeysFile {host.folder}/authorized_keys\n"
+            "PermitRootLogin prohibit-password\nPasswordAuthentication no\n"
+            "KbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\nLogLevel INFO\n"
+            "MaxStartups 100\n")
+        with self.known_hosts.open("a") as f:
+            f.write(f"{host.address} ssh-ed25519 {host.host_key()}\n")
+        host.start()
+        return host
+
+    def connection(self, host: Host, **changes: object) -> Connection:
+        fields: dict[str, object] = {"address": host.address, "private_key": f"file:{self.client_key}",
+                                     "known_hosts": str(self.known_hosts), "timeout": 5.0}
+        return Connection(**{**fields, **changes})
+
+    def close(self) -> None:
+        for host in self.hosts:
+            try:
+                host.stop()
+            finally:  # deleting the link is synchronous; the namespace's end goes with it
+                subprocess.run(["ip", "link", "del", host.link], capture_output=True)
+                subprocess.run(["ip", "netns", "del", host.namespace], capture_output=True)
