@@ -9,6 +9,8 @@ Two formats:
   (``role``, ``course``).
 
 ``completed_at`` is a date (``2026-03-01``, midnight UTC) or an RFC 3339 time with a zone.
+A file larger than ``MAX_IMPORT_BYTES``, JSON nested deeper than Python can read, numbers too long
+to convert and text that is not valid Unicode are rejected like any bad row (exit 1, no traceback).
 Every row is checked before anything is written; any bad row, duplicate or unknown user rejects
 the whole file and each problem is reported with its line and field. Completions already in the
 store are left alone, so importing the same file twice changes nothing.
@@ -26,9 +28,16 @@ from typing import Any, Iterator
 
 from sqlalchemy import select
 
+from estate.documents import DocumentError, read_limited
+
 from .training_store import Completion, Course, TrainingStore, User
 
 FORMATS = ("csv", "json")
+
+MAX_IMPORT_BYTES = 64 * 1024 * 1024
+"""The largest LMS export read (about 800,000 completions in CSV)."""
+
+MAX_VALIDITY_DAYS = 100 * 366
 
 
 @dataclass(frozen=True)
@@ -126,6 +135,10 @@ def parse_json(text: str) -> Parsed:
     except json.JSONDecodeError as err:
         out.errors.append(RowError(err.lineno, None, f"not valid JSON: {err.msg}"))
         return out
+    except (ValueError, RecursionError, MemoryError) as err:
+        # a number too long to convert, or nesting deeper than Python's stack
+        out.errors.append(RowError(1, None, f"not valid JSON: {type(err).__name__}: {str(err)[:80]}"))
+        return out
     lines = _element_lines(text)
     if isinstance(doc, list):
         sections = {"completions": doc}
@@ -133,7 +146,8 @@ def parse_json(text: str) -> Parsed:
     elif isinstance(doc, dict):
         unknown = sorted(set(doc) - {"courses", "requirements", "completions"})
         if unknown:
-            out.errors.append(RowError(1, unknown[0], "unknown key (expected courses, requirements, completions)"))
+            shown = json.dumps(unknown[0])[1:-1]  # escaped: a key may hold a lone surrogate
+            out.errors.append(RowError(1, shown, "unknown key (expected courses, requirements, completions)"))
         sections = doc
     else:
         out.errors.append(RowError(1, None, "expected a list of completions or an object"))
@@ -210,7 +224,12 @@ def _text(row: Row, key: str, errors: list[RowError], *, required: bool = True) 
             errors.append(RowError(row.line, key, "missing"))
         return None
     if not isinstance(value, str):
-        errors.append(RowError(row.line, key, f"must be text, got {json.dumps(value)}"))
+        errors.append(RowError(row.line, key, f"must be text, got {json.dumps(value)[:80]}"))
+        return None
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        errors.append(RowError(row.line, key, "not valid Unicode text (a lone surrogate)"))
         return None
     return value.strip()
 
@@ -245,8 +264,9 @@ def validate(parsed: Parsed, store: TrainingStore, at: datetime) -> tuple[list[_
         code = _text(row, "code", errors)
         _text(row, "title", errors)
         days = row.values.get("validity_days")
-        if isinstance(days, bool) or not isinstance(days, int) or days < 1:
-            errors.append(RowError(row.line, "validity_days", "must be a whole number of days ≥ 1"))
+        if isinstance(days, bool) or not isinstance(days, int) or not 1 <= days <= MAX_VALIDITY_DAYS:
+            errors.append(RowError(row.line, "validity_days",
+                                   f"must be a whole number of days from 1 to {MAX_VALIDITY_DAYS}"))
         if code:
             known_courses.add(code)
     for row in parsed.requirements:
@@ -266,7 +286,7 @@ def validate(parsed: Parsed, store: TrainingStore, at: datetime) -> tuple[list[_
         if raw_when:
             try:
                 when = parse_completed_at(raw_when)
-            except ValueError as err:
+            except (ValueError, OverflowError) as err:
                 errors.append(RowError(row.line, "completed_at", f"{raw_when!r} is not a date or time: {err}"))
             else:
                 if when > at:
@@ -334,7 +354,9 @@ def import_text(store: TrainingStore, text: str, fmt: str, source: str, at: date
 def import_file(store: TrainingStore, path: Path, fmt: str | None, at: datetime) -> ImportReport:
     fmt = fmt or guess_format(path)
     try:
-        text = path.read_text(encoding="utf-8-sig")
+        text = read_limited(path, MAX_IMPORT_BYTES).decode("utf-8-sig")
+    except DocumentError as err:
+        raise ImportRejected(str(path), [RowError(1, None, err.problem)]) from err
     except UnicodeDecodeError as err:
         raise ImportRejected(str(path), [RowError(1, None, f"not UTF-8 text: {err.reason}")]) from err
     return import_text(store, text, fmt, str(path), at)

@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from ruamel.yaml import YAML
-from ruamel.yaml.error import YAMLError
+from estate.documents import DocumentError
+from estate.documents import read_yaml as read_document
 
 from .checks import parse_check
 from .errors import CatalogError
@@ -25,16 +25,12 @@ _FIXTURE_STATUSES = ("pass", "fail", "error", "notapplicable", "manual")
 
 
 def read_yaml(path: Path) -> Any:
-    """Load one YAML file with the safe loader; errors carry file and line."""
+    """Load one YAML file through ``estate.documents`` (safe loader; size, depth, aliases and tags
+    screened); errors carry file and line."""
     try:
-        with path.open(encoding="utf-8") as fh:
-            return YAML(typ="safe", pure=True).load(fh)
-    except YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        line = f"line {mark.line + 1}" if mark is not None else None
-        raise CatalogError(str(path), line, f"not valid YAML: {getattr(err, 'problem', err)}") from err
-    except OSError as err:
-        raise CatalogError(str(path), None, f"cannot read: {err.strerror}") from err
+        return read_document(path)
+    except DocumentError as err:
+        raise CatalogError(str(path), f"line {err.line}" if err.line else None, err.problem) from err
 
 
 @dataclass(frozen=True)
@@ -124,8 +120,8 @@ def load_catalog(directory: Path = CATALOG_DIR,
     if not paths:
         raise CatalogError(str(directory), None, "no controls found")
     for path in paths:
+        controls.append(parse_control(read_yaml(path), path, frameworks))  # size-checked first
         digest.update(str(path.relative_to(directory)).encode() + b"\0" + path.read_bytes())
-        controls.append(parse_control(read_yaml(path), path, frameworks))
     seen: set[str] = set()
     for c in controls:
         if c.id in seen:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from rich.text import Text
 
 from estate.errors import SkyddError
 from estate.settings import Settings
@@ -37,9 +38,9 @@ def audit(
     from .auditing import Selection, run_audit
 
     selection = Selection.parse(level, control, site, profile)
-    with err.status("collecting evidence…") as status:
+    with err.status(Text("collecting evidence…")) as status:
         def progress(source: str, state: str) -> None:
-            status.update(f"collected {source}: {state}")
+            status.update(Text(f"collected {source}: {state}"))  # a spinner reads a str as markup
             err.print(f"  {'✓' if state == 'ok' else '✗'} {source}: {state}")
         result = run_audit(Settings.from_env(), inventory, selection, out_dir=out_dir,
                            bundle=evidence, capture=capture, progress=progress, actor=actor())
@@ -71,7 +72,11 @@ _register_commands()
 
 
 def main() -> None:
-    """Entry point: one clear line for every known error, never a traceback."""
+    """Entry point: one clear line for every known error, never a traceback.
+
+    Bad input ends with exit 2: a ``SkyddError`` with that code, a usage error, or input so large
+    or deeply nested that Python ran out of stack or memory while reading it.
+    """
     try:
         code = app(standalone_mode=False)
         sys.exit(code if isinstance(code, int) else 0)
@@ -80,19 +85,26 @@ def main() -> None:
     except SkyddError as e:
         err.print(f"skydd: {e}")
         sys.exit(e.exit_code)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, typer.Abort):
         err.print("skydd: interrupted")
         sys.exit(130)
-    except Exception as e:  # click usage errors and the unexpected
-        import click
-        if isinstance(e, click.ClickException):
-            e.show()
+    except (RecursionError, MemoryError) as e:
+        err.print(f"skydd: input too large or too deeply nested to read ({type(e).__name__})")
+        sys.exit(2)
+    except Exception as e:  # usage errors and the unexpected
+        if _usage_error(e):
+            ctx = getattr(e, "ctx", None)
+            hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+            err.print(f"skydd: {e.format_message()}{hint}")  # type: ignore[attr-defined]
             sys.exit(2)
-        if isinstance(e, click.exceptions.Abort):
-            sys.exit(130)
         if os.environ.get("SKYDD_DEBUG"):
             raise
         err.print(f"skydd: internal error: {type(e).__name__}: {e} (set SKYDD_DEBUG=1 for details)")
         sys.exit(1)
 
 
+def _usage_error(e: Exception) -> bool:
+    """A bad command line: typer's own click (``typer.TyperException``), or click's."""
+    import click
+
+    return isinstance(e, (click.ClickException, typer.TyperException)) and hasattr(e, "format_message")

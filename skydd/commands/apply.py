@@ -9,9 +9,12 @@ from typing import Annotated, Any, Mapping, Optional
 import typer
 from rich.console import Console
 from rich.markup import escape
+from rich.text import Text
 
 from estate.settings import Settings
 
+# Consoles with markup for styling: every piece of text that is not our own literal (control ids,
+# hosts, paths, messages) goes through ``escape`` or ``Text``, never straight into markup.
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 out = Console(highlight=False, soft_wrap=True)
 
@@ -50,7 +53,7 @@ def apply(
     from ..output import actor
 
     selection = Selection.parse(level, control, site, profile)
-    status = err.status("preparing…")
+    status = err.status(Text("preparing…"))
 
     def on_event(e: ApplyEvent) -> None:
         if e.kind == "playbook":
@@ -59,7 +62,7 @@ def apply(
         elif e.kind == "play":
             err.print(f"[bold]play[/] {escape(e.message)}")
         elif e.kind == "task":
-            status.update(f"running {e.task}")
+            status.update(Text(f"running {e.task}"))  # a spinner reads a str as markup
             err.print(f"  [cyan]task[/] {escape(e.task)}")
         else:
             line = f"    [{_STYLE.get(e.kind, 'white')}]{e.kind:<11}[/] {escape(e.host)}"
@@ -71,7 +74,7 @@ def apply(
                     err.print(f"      {escape(text)}", style="yellow")
 
     def on_audit(source: str, state: str) -> None:
-        err.print(f"  {'✓' if state == 'ok' else '✗'} {source}: {state}")
+        err.print(f"  {'✓' if state == 'ok' else '✗'} {escape(source)}: {escape(state)}")
 
     with status:
         result = run_apply(Settings.from_env(), inventory, selection,
@@ -79,23 +82,23 @@ def apply(
                            on_event=on_event, audit_progress=on_audit, actor=actor())
     p = result.plan
     for c in p.manual:
-        out.print(f"manual (no playbook, skipped): {c.id}")
+        out.print(f"manual (no playbook, skipped): {escape(c.id)}")
     for c in p.disruptive:
-        out.print(f"disruptive (skipped, needs --allow-disruptive): {c.id}")
+        out.print(f"disruptive (skipped, needs --allow-disruptive): {escape(c.id)}")
     for host, s in sorted(result.hosts.items()):
-        out.print(f"{host}: ok={s.ok} changed={s.changed} failed={s.failed} "
+        out.print(f"{escape(host)}: ok={s.ok} changed={s.changed} failed={s.failed} "
                   f"unreachable={s.unreachable} skipped={s.skipped}")
     t = result.totals()
     verb = "would change" if check else "changed"
     out.print(f"{'check' if check else 'apply'}: {len(p.controls)} control(s), {len(result.hosts)} "
-              f"host(s), {verb} {t.changed} task(s); run folder {result.run_dir}")
+              f"host(s), {verb} {t.changed} task(s); run folder {escape(str(result.run_dir))}")
     for cid in result.untouched:
-        out.print(f"[yellow]nothing ran for {cid}[/]: no host matched, or its playbook has no "
+        out.print(f"[yellow]nothing ran for {escape(cid)}[/]: no host matched, or its playbook has no "
                   "task tagged with it")
     for problem in result.problems:
         out.print(f"[bold red]failed[/]: {escape(problem)}")
     for book in result.not_run:
-        out.print(f"not run after the failure: {book}")
+        out.print(f"not run after the failure: {escape(str(book))}")
     if result.audit is not None:
         summary = result.audit.report["summary"]
         counts = {}
@@ -103,7 +106,7 @@ def apply(
             for k, n in lv.items():
                 counts[k] = counts.get(k, 0) + n
         shown = ", ".join(f"{n} {k}" for k, n in counts.items() if n)
-        out.print(f"re-audit: {summary['status']} ({shown}); report in {result.audit.out_dir}")
+        out.print(f"re-audit: {summary['status']} ({shown}); report in {escape(str(result.audit.out_dir))}")
     elif result.audit_error:
         out.print(f"re-audit failed: {escape(result.audit_error)}")
     raise typer.Exit(result.exit_code)

@@ -7,6 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from estate.settings import Settings
 from skydd.lab.errors import LabError
@@ -14,6 +15,7 @@ from skydd.lab.errors import LabError
 from ..lab import services
 
 lab_app = typer.Typer(no_args_is_help=True, help="The local lab of real services (root).")
+# Markup for styling our own words only: service names, messages and errors are escaped.
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 OnlyOpt = Annotated[Optional[str], typer.Option("--only", help="Only these services, comma separated.")]
@@ -29,13 +31,13 @@ def up(only: OnlyOpt = None) -> None:
     settings = Settings.from_env()
     settings.ensure()
     for svc in services(settings.home, _only(only)):
-        err.print(f"[bold]{svc.name}[/]: starting")
+        err.print(f"[bold]{escape(svc.name)}[/]: starting")
         try:
-            svc.up(lambda msg, n=svc.name: err.print(f"  {n}: {msg}"))
+            svc.up(lambda msg, n=svc.name: err.print(f"  {escape(n)}: {escape(str(msg))}"))
         except LabError as e:
-            err.print(f"{svc.name}: failed: {e}")
+            err.print(f"{escape(svc.name)}: failed: {escape(str(e))}")
             raise typer.Exit(1) from e
-        err.print(f"{svc.name}: up")
+        err.print(f"{escape(svc.name)}: up")
 
 
 @lab_app.command("down")
@@ -44,10 +46,10 @@ def down(only: OnlyOpt = None) -> None:
     failed = False
     for svc in reversed(services(Settings.from_env().home, _only(only))):
         try:
-            svc.down(lambda msg, n=svc.name: err.print(f"  {n}: {msg}"))
-            err.print(f"{svc.name}: down")
+            svc.down(lambda msg, n=svc.name: err.print(f"  {escape(n)}: {escape(str(msg))}"))
+            err.print(f"{escape(svc.name)}: down")
         except LabError as e:
-            err.print(f"{svc.name}: failed to stop: {e}")
+            err.print(f"{escape(svc.name)}: failed to stop: {escape(str(e))}")
             failed = True
     raise typer.Exit(1 if failed else 0)
 
@@ -71,9 +73,9 @@ def demo(keep: Annotated[bool, typer.Option("--keep", help="Leave the lab runnin
     settings = Settings.from_env()
     settings.ensure()
     try:
-        report = run_demo(settings, lambda msg: err.print(f"[bold]== {msg}[/]"), keep=keep)
+        report = run_demo(settings, lambda msg: err.print(f"[bold]== {escape(str(msg))}[/]"), keep=keep)
     except LabError as e:
-        err.print(f"demo: {e}")
+        err.print(f"demo: {escape(str(e))}")
         raise typer.Exit(1) from e
     print(f"signed report: {report / 'report.json'}")
     print(f"readable report: {report / 'report.html'}")

@@ -198,3 +198,56 @@ def test_cli_bad_input_is_one_line_exit_2(cli_home: Path) -> None:
     (cli_home / "x.txt").write_text("a")
     r = run(cli_home, "training", "import", str(cli_home / "x.txt"))
     assert r.returncode == 2 and "--format" in r.stderr
+
+
+# -- hostile input is rejected input (issue 12): exit 1, nothing written, never a traceback ------
+
+@pytest.mark.timeout(20)
+@pytest.mark.parametrize("text,needle", [
+    ("[" * 100_000, "not valid JSON: RecursionError"),
+    ('{"completions": [{"username": "anna.torsby", "n": 1' + "0" * 5000 + "}]}", "not valid JSON: ValueError"),
+    ('{"courses": [{"code": "x", "title": "X", "validity_days": 1' + "0" * 30 + "}]}", "validity_days"),
+    ('{"courses": [{"code": "x\\ud800", "title": "X", "validity_days": 3}]}', "lone surrogate"),
+    ('[{"username": "anna.torsby", "course": "sec-basic", "completed_at": "0001-01-01T00:00:00+01:00"}]',
+     "not a date or time"),
+    ('[{"username": "anna.torsby", "course": "sec-basic", "completed_at": "9999-12-31T23:59:59-01:00"}]',
+     "not a date or time"),
+])
+def test_hostile_json_is_rejected_with_nothing_written(store: TrainingStore, text: str, needle: str) -> None:
+    with pytest.raises(ImportRejected) as info:
+        import_text(store, text, "json", "evil.json", AT)
+    assert any(needle in str(e) for e in info.value.errors), info.value.errors
+    assert completions(store) == 0
+
+
+def test_an_oversized_or_non_utf8_file_is_rejected(store: TrainingStore, tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    from identity import training_import
+
+    big = tmp_path / "big.csv"
+    big.write_text(GOOD_CSV + "#" * 2048)
+    monkeypatch.setattr(training_import, "MAX_IMPORT_BYTES", 1024)
+    with pytest.raises(ImportRejected, match="rejected") as info:
+        training_import.import_file(store, big, None, AT)
+    assert "larger than the limit of 1024 bytes" in str(info.value.errors[0])
+    bad = tmp_path / "bad.csv"
+    bad.write_bytes(GOOD_CSV.encode().replace(b"anna", b"\xffnna"))
+    with pytest.raises(ImportRejected) as info:
+        training_import.import_file(store, bad, None, AT)
+    assert "not UTF-8" in str(info.value.errors[0])
+    assert completions(store) == 0
+
+
+def test_csv_with_nul_bytes_and_a_huge_field_is_rejected(store: TrainingStore) -> None:
+    with pytest.raises(ImportRejected):
+        import_text(store, GOOD_CSV.replace("bo.sunne", "bo\x00sunne"), "csv", "nul.csv", AT)
+    with pytest.raises(ImportRejected, match="rejected") as info:
+        import_text(store, "username,course,completed_at\n" + "a" * 200_000 + ",x,y\n", "csv", "wide.csv", AT)
+    assert "not valid CSV" in str(info.value.errors[0])
+    assert completions(store) == 0
+
+
+def test_an_unknown_key_with_a_lone_surrogate_is_reported_printably(store: TrainingStore) -> None:
+    with pytest.raises(ImportRejected) as info:
+        import_text(store, '{"x\\ud800": []}', "json", "evil.json", AT)
+    assert str(info.value.errors[0]).encode("utf-8") == b"line 1, x\\ud800: unknown key (expected courses, requirements, completions)"

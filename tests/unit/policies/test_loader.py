@@ -78,3 +78,46 @@ def test_bad_profiles_are_load_errors(tmp_path: Path, body: str, key: str) -> No
     with pytest.raises(CatalogError) as info:
         load_catalog(root, profiles_dir=tmp_path / "profiles")
     assert info.value.key == key
+
+
+# -- hostile input is bad input (issue 12): the catalog reads YAML through estate.documents -----
+
+@pytest.mark.timeout(10)
+@pytest.mark.parametrize("edit,problem", [
+    (lambda t: t.replace("severity: high", "severity: &s high\nx: [*s, *s]"), "YAML anchors are not allowed (&s)"),
+    (lambda t: t + "extra: " + "[" * 2000 + "]" * 2000 + "\n", "nested deeper than 64 levels"),
+    (lambda t: t.replace("severity: high", "severity: !!python/name:os.system"), "YAML tag"),
+    (lambda t: t + "severity: low\n", "duplicate key"),
+    (lambda t: t.replace("severity: high", "severity: \x07high"), "not valid YAML"),
+])
+def test_hostile_control_yaml_is_a_catalog_error_with_the_line(tmp_path: Path, edit, problem) -> None:
+    root = catalog_with(tmp_path, edit(EXAMPLE.read_text()))
+    with pytest.raises(CatalogError) as info:
+        load_catalog(root)
+    assert problem in info.value.problem
+    assert info.value.key is not None and info.value.key.startswith("line ")
+    assert info.value.exit_code == 2
+
+
+def test_an_oversized_control_is_refused_before_it_is_read_whole(tmp_path: Path) -> None:
+    from estate.documents import MAX_DOCUMENT_BYTES
+
+    root = catalog_with(tmp_path, EXAMPLE.read_text() + "#" * MAX_DOCUMENT_BYTES)
+    with pytest.raises(CatalogError, match="larger than the limit"):
+        load_catalog(root)
+
+
+def test_invalid_utf8_names_the_line(tmp_path: Path) -> None:
+    root = catalog_with(tmp_path, "")
+    (root / "d" / "d.key-files-private" / "control.yaml").write_bytes(b"id: d.x\ntitle: \xc3\x28\n")
+    with pytest.raises(CatalogError, match="not UTF-8") as info:
+        load_catalog(root)
+    assert info.value.key == "line 2"
+
+
+def test_the_shipped_catalog_frameworks_and_fixtures_fit_the_limits() -> None:
+    from policies.loader import load_fixtures
+
+    cat = load_catalog()
+    assert len(cat.frameworks) >= 3 and len(cat.controls) > 20
+    assert len(load_fixtures(cat)) >= 2 * len([c for c in cat.controls if c.check is not None])
