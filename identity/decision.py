@@ -89,10 +89,12 @@ class Policy:
                       leeway_seconds=settings.leeway_seconds)
 
 
-def _number(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+def _number(value: Any) -> float | int | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
-    return float(value)
+    if isinstance(value, int):  # exact: a huge integer is a time, not an OverflowError
+        return value
+    return value if math.isfinite(value) else None
 
 
 def evaluate(token: VerifiedToken, policy: Policy, training: TrainingSource,

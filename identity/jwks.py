@@ -132,6 +132,10 @@ class JwksCache:
                 "stale": age is not None and age >= self.lifespan,
                 "fetch_attempts": self.fetch_attempts, "last_error": self._last_error}
 
+    def may_fetch(self, now: float) -> bool:
+        """Whether any lookup at ``now`` may go to the network (false within the cooldown)."""
+        return self._may_attempt(now)
+
     def would_fetch(self, kid: str, now: float) -> bool:
         """Whether ``key(kid, …, now)`` would go to the network (for callers on an event loop)."""
         if not self._may_attempt(now):

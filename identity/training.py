@@ -102,34 +102,43 @@ class TrainingRecords:
 
 
 class FileTrainingSource:
-    """Training records from a YAML/JSON file, re-read when the file changes."""
+    """Training records from a YAML/JSON file, re-read when the file changes.
 
-    def __init__(self, path: Path) -> None:
+    The file is looked at (``stat``) at most once per ``recheck_seconds`` of the decisions' ``at``
+    (and whenever ``at`` moves backwards by more than that), not on every decision: an edit is
+    seen within ``recheck_seconds``. A file that cannot be read denies (``TrainingUnavailable``).
+    """
+
+    def __init__(self, path: Path, *, recheck_seconds: float = 1.0) -> None:
         self.path = path
+        self.recheck_seconds = recheck_seconds
         self._lock = threading.Lock()
         self._stamp: tuple[int, int] | None = None
         self._records: TrainingRecords | None = None
+        self._checked_at: float | None = None
 
-    def _load(self) -> TrainingRecords:
+    def _load(self, now: float) -> TrainingRecords:
+        records, checked = self._records, self._checked_at
+        if records is not None and checked is not None and abs(now - checked) < self.recheck_seconds:
+            return records
         try:
             st = os.stat(self.path)
         except OSError as err:
             raise TrainingUnavailable(f"training records {self.path}: {err.strerror}") from err
         stamp = (st.st_mtime_ns, st.st_size)
-        records = self._records
-        if records is not None and stamp == self._stamp:
-            return records
         with self._lock:
-            try:
-                doc = YAML(typ="safe").load(self.path.read_text(encoding="utf-8"))
-            except (OSError, YAMLError, UnicodeDecodeError) as err:
-                raise TrainingUnavailable(f"training records {self.path}: {err}") from err
-            self._records = TrainingRecords.parse(doc, str(self.path))
-            self._stamp = stamp
+            if self._records is None or stamp != self._stamp:
+                try:
+                    doc = YAML(typ="safe").load(self.path.read_text(encoding="utf-8"))
+                except (OSError, YAMLError, UnicodeDecodeError) as err:
+                    raise TrainingUnavailable(f"training records {self.path}: {err}") from err
+                self._records = TrainingRecords.parse(doc, str(self.path))
+                self._stamp = stamp
+            self._checked_at = now
             return self._records
 
     def training_status(self, username: str, hsa_id: str | None, at: datetime) -> TrainingStatus:
-        return self._load().status(username, hsa_id, at)
+        return self._load(at.timestamp()).status(username, hsa_id, at)
 
 
 class StoreTrainingSource:

@@ -62,14 +62,26 @@ def decide(
     raise typer.Exit(0 if decision.allow else 1)
 
 
+def default_workers() -> int:
+    """One worker per core this process may run on (decisions are CPU-bound), at most 64."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    return max(1, min(64, cores))
+
+
 def serve(
     inventory: InventoryOpt = None,
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.", min=1, max=65535)] = 8600,
-    workers: Annotated[int, typer.Option(help="Worker processes (each is stateless).", min=1, max=64)] = 1,
+    workers: Annotated[Optional[int], typer.Option(
+        help="Worker processes, each stateless (default: one per available core).", min=1, max=64)] = None,
 ) -> None:
     """Serve POST /v1/decision and GET /v1/authz (forward-auth) on uvicorn."""
     import uvicorn
+
+    workers = workers or default_workers()
 
     settings = Settings.from_env()
     _decider(inventory, settings)  # bad input fails here, once, before any worker starts

@@ -271,3 +271,119 @@ def test_keycloak_answering_errors_counts_as_unreachable(tmp_path: Path) -> None
 def test_junk_is_a_token_error_never_a_crash(verifier: Verifier, junk: str) -> None:
     with pytest.raises((TokenError, KeysUnavailable)):
         verifier.verify(junk, AT)
+
+
+def _resign(idp: FakeIdp, header_part: str, payload_part: str) -> str:
+    """A compact JWS over exactly these (possibly odd) segments, genuinely signed with the realm key."""
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import padding
+
+    signing_input = f"{header_part}.{payload_part}"
+    sig = idp.keys["socialcare"][0].private.sign(signing_input.encode(), padding.PKCS1v15(), hashes.SHA256())
+    return f"{signing_input}.{b64(sig)}"
+
+
+def test_non_canonical_base64url_is_refused_even_when_signed(idp: FakeIdp, verifier: Verifier) -> None:
+    header = b64(json.dumps({"alg": "RS256", "typ": "JWT", "kid": "socialcare-rs256"}).encode())
+    payloads = [b64(json.dumps(idp.claims(AT, jti="j" * n)).encode()) for n in range(3)]
+    for payload in [p for p in payloads if len(p) % 4 in (2, 3)]:  # both kinds of spare bits
+        assert verifier.verify(_resign(idp, header, payload), AT).username == "anna.torsby"
+        _refuse_spellings(idp, verifier, header, payload)
+    assert {len(p) % 4 for p in payloads} >= {2, 3}
+
+
+def _refuse_spellings(idp: FakeIdp, verifier: Verifier, header: str, payload: str) -> None:
+    rem = len(payload) % 4
+    # the last character's unused low bits set: decodes to the same bytes, but a second spelling
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    odd = payload[:-1] + alphabet[alphabet.index(payload[-1]) + 1]
+    with pytest.raises(MalformedToken, match="canonical"):
+        verifier.verify(_resign(idp, header, odd), AT)
+    for bad in (payload + "=" * (4 - rem), payload + "A", payload[:-1] + "+", payload[:-1] + "/"):
+        with pytest.raises(MalformedToken):  # padding, a dangling sextet, the non-url alphabet
+            verifier.verify(_resign(idp, header, bad), AT)
+    token = _resign(idp, header, payload)
+    for bad in (token + ".", token + "=", "." + token, token.replace(".", "..", 1), " " + token):
+        with pytest.raises(MalformedToken):
+            verifier.verify(bad, AT)
+
+
+def test_oversized_tokens_are_refused_before_hashing_or_parsing(idp: FakeIdp, verifier: Verifier) -> None:
+    token = idp.token(AT, padding="x" * 20_000)
+    with pytest.raises(MalformedToken, match="longer than"):
+        verifier.verify(token, AT)
+
+
+def test_ecdsa_psychic_and_der_signatures_are_refused(tmp_path: Path) -> None:
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    own = FakeIdp(tmp_path / "idp")
+    try:
+        ec_key = RealmKey("socialcare-es256", "ES256")
+        own.keys["socialcare"] = [ec_key]
+        v = Verifier.from_inventory(own.inventory(), SETTINGS)
+        header = {"alg": "ES256", "typ": "JWT", "kid": ec_key.kid}
+        good = forge(header, own.claims(AT), lambda m: _raw(ec_key.private.sign(m, ec.ECDSA(hashes.SHA256()))))
+        assert v.verify(good, AT).alg == "ES256"
+        for sign in (lambda m: b"\0" * 64,                        # r = s = 0 (CVE-2022-21449 class)
+                     lambda m: ec_key.private.sign(m, ec.ECDSA(hashes.SHA256())),  # DER, not raw
+                     lambda m: b"\0" * 32 + _raw(ec_key.private.sign(m, ec.ECDSA(hashes.SHA256())))[32:],
+                     lambda m: b"\xff" * 64):                      # r, s beyond the group order
+            with pytest.raises(BadSignature):
+                v.verify(forge(header, own.claims(AT), sign), AT)
+    finally:
+        own.stop()
+
+
+def _raw(der: bytes) -> bytes:
+    from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+
+    r, s = decode_dss_signature(der)
+    return r.to_bytes(32, "big") + s.to_bytes(32, "big")
+
+
+def test_a_short_rsa_key_is_refused(tmp_path: Path) -> None:
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    own = FakeIdp(tmp_path / "idp")
+    try:
+        weak = RealmKey("socialcare-rs256")
+        weak.private = rsa.generate_private_key(public_exponent=65537, key_size=1024)
+        weak.jwk = {**json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(weak.private.public_key())),
+                    "kid": weak.kid, "alg": "RS256", "use": "sig"}
+        own.keys["socialcare"] = [weak]
+        v = Verifier.from_inventory(own.inventory(), SETTINGS)
+        with pytest.raises(AlgorithmNotAllowed, match="1024 bits"):
+            v.verify(own.token(AT), AT)
+    finally:
+        own.stop()
+
+
+def test_huge_integer_times_are_judged_not_crashed(idp: FakeIdp, verifier: Verifier) -> None:
+    now = int(AT.timestamp())
+    with pytest.raises(IssuedInFuture):
+        verifier.verify(idp.token(AT, iat=10**400), AT)
+    with pytest.raises(NotYetValid):
+        verifier.verify(idp.token(AT, nbf=10**400), AT)
+    with pytest.raises(Expired):
+        verifier.verify(idp.token(AT, exp=-(10**400)), AT)
+    decider = AccessDecision(verifier, Policy(municipality_groups=frozenset({"torsby"})), Trained())
+    assert decider.decide(idp.token(AT, auth_time=10**400), AT).codes == ("auth_age",)
+    assert verifier.verify(idp.token(AT, exp=now + 60), AT).claims["exp"] == now + 60
+
+
+def test_a_remembered_token_is_found_before_any_parsing(idp: FakeIdp, verifier: Verifier,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    import identity.tokens as tokens
+
+    token = idp.token(AT, jti="remembered")
+    first = verifier.verify(token, AT)
+
+    def no_parse(_: str) -> None:
+        raise AssertionError("a remembered token was parsed again")
+
+    monkeypatch.setattr(tokens, "unverified_header", no_parse)
+    assert verifier.verify(token, AT + dt.timedelta(seconds=5)) is first
+    with pytest.raises(Expired):  # time is still judged on every call
+        verifier.verify(token, AT + dt.timedelta(seconds=400))

@@ -88,7 +88,7 @@ def test_file_training_source(tmp_path: Path) -> None:
     path.write_text("required: [it-security, confidentiality]\nusers:\n"
                     "  anna.torsby: {it-security: 2027-01-01T00:00:00Z, confidentiality: 2026-12-01T00:00:00Z}\n"
                     "  SE2321000016-S002: {it-security: 2027-01-01T00:00:00Z}\n")
-    src = FileTrainingSource(path)
+    src = FileTrainingSource(path, recheck_seconds=0)  # look at the file on every decision
     assert src.training_status("anna.torsby", None, AT).current
     lapsed = src.training_status("anna.torsby", None, dt.datetime(2026, 12, 2, tzinfo=dt.UTC))
     assert not lapsed.current and "confidentiality expired" in (lapsed.reason or "")
@@ -102,6 +102,28 @@ def test_file_training_source(tmp_path: Path) -> None:
         src.training_status("a", None, AT)
     with pytest.raises(TrainingUnavailable):
         FileTrainingSource(tmp_path / "missing.yaml").training_status("a", None, AT)
+
+
+def test_file_training_source_looks_at_the_file_at_most_once_per_interval(tmp_path: Path) -> None:
+    path = tmp_path / "training.yaml"
+    path.write_text("required: [it-security]\nusers: {anna.torsby: {it-security: 2027-01-01T00:00:00Z}}\n")
+    src = FileTrainingSource(path, recheck_seconds=1.0)
+    assert src.training_status("anna.torsby", None, AT).current
+    path.write_text("required: [it-security]\nusers: {bo.torsby: {it-security: 2027-01-01T00:00:00Z}}\n"
+                    "# anna's record withdrawn\n")
+    soon = AT + dt.timedelta(seconds=0.9)
+    assert src.training_status("anna.torsby", None, soon).current  # not looked at yet
+    later = AT + dt.timedelta(seconds=1.0)
+    withdrawn = src.training_status("anna.torsby", None, later)
+    assert not withdrawn.current and "no training records" in (withdrawn.reason or "")
+    assert src.training_status("bo.torsby", None, later).current
+    path.unlink()  # a file that disappears denies once the interval has passed
+    assert src.training_status("bo.torsby", None, later + dt.timedelta(seconds=0.5)).current
+    with pytest.raises(TrainingUnavailable):
+        src.training_status("bo.torsby", None, later + dt.timedelta(seconds=1.0))
+    path.write_text("required: [it-security]\nusers: {anna.torsby: {it-security: 2027-01-01T00:00:00Z}}\n")
+    earlier = AT - dt.timedelta(seconds=5)  # another request's earlier ``at`` looks again too
+    assert src.training_status("anna.torsby", None, earlier).current
 
 
 def test_store_training_source_over_a_real_sqlite_store(tmp_path: Path) -> None:

@@ -102,4 +102,7 @@ def test_serve_forward_auth_on_real_uvicorn(idp: FakeIdp, setup: tuple[Path, dic
         assert httpx.get(f"{base}/v1/authz").status_code == 401
     finally:
         proc.terminate()
-        proc.wait(timeout=20)
+        _, stderr = proc.communicate(timeout=20)
+    from skydd.commands.decide import default_workers
+
+    assert f"({default_workers()} worker(s))" in stderr  # one worker per core by default

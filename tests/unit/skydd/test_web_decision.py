@@ -110,3 +110,61 @@ def test_denies_through_the_web_reach_the_audit_log(idp: FakeIdp, client: TestCl
     assert client.get("/v1/authz", headers={"Authorization": f"Bearer {idp.token(AT)}"}).status_code == 200
     log = (tmp_path / "home" / "audit.log").read_text()
     assert log.count('"access.deny"') == 1 and weak not in log
+
+
+def _security_headers_present(r) -> None:
+    assert r.headers["content-security-policy"].startswith("default-src 'none'")
+    assert r.headers["x-frame-options"] == "DENY" and r.headers["cache-control"] == "no-store"
+    assert r.headers["strict-transport-security"].startswith("max-age=")
+
+
+def test_every_forward_auth_answer_carries_the_security_headers(idp: FakeIdp, client: TestClient) -> None:
+    for headers, status in (({}, 401), ({"Authorization": "Bearer x.y.z"}, 401),
+                            ({"Authorization": f"Bearer {idp.token(AT, amr=['pwd'])}"}, 403),
+                            ({"Authorization": f"Bearer {idp.token(AT)}"}, 200)):
+        r = client.get("/v1/authz", headers=headers)
+        assert r.status_code == status
+        _security_headers_present(r)
+        assert r.headers.get("content-length") == str(len(r.content))
+    r = client.post("/v1/authz", headers={"Authorization": f"Bearer {idp.token(AT)}"})
+    assert r.status_code == 405 and r.headers["allow"] == "GET, HEAD" and "x-skydd-user" not in r.headers
+    _security_headers_present(r)
+    r = client.head("/v1/authz", headers={"Authorization": f"Bearer {idp.token(AT)}"})
+    assert r.status_code == 200 and r.headers["x-skydd-user"] == "anna.torsby" and r.content == b""
+    _security_headers_present(client.post("/v1/decision", json={"token": idp.token(AT)}))
+
+
+def test_two_authorization_headers_are_refused(idp: FakeIdp, client: TestClient) -> None:
+    good, weak = idp.token(AT), idp.token(AT, amr=["pwd"])
+    for pair in ((good, weak), (weak, good), (good, good)):
+        r = client.get("/v1/authz", headers=[("Authorization", f"Bearer {pair[0]}"),
+                                             ("Authorization", f"Bearer {pair[1]}")])
+        assert r.status_code == 401 and r.json()["reasons"][0]["cause"] == "ambiguous"
+        assert "x-skydd-user" not in r.headers
+
+
+def test_denies_are_written_off_the_event_loop(idp: FakeIdp, tmp_path: Path) -> None:
+    import asyncio
+
+    class Recording(DenyLog):
+        def __init__(self, home: Path) -> None:
+            super().__init__(home)
+            self.on_loop: list[bool] = []
+
+        def record(self, decision) -> None:
+            try:
+                asyncio.get_running_loop()
+                self.on_loop.append(True)
+            except RuntimeError:
+                self.on_loop.append(False)
+            super().record(decision)
+
+    deny_log = Recording(tmp_path / "home")
+    verifier = Verifier.from_inventory(idp.inventory(), IdentitySettings())
+    decider = AccessDecision(verifier, Policy(municipality_groups=frozenset({"torsby"})), Trained())
+    c = TestClient(create_app(decider, deny_log, clock=lambda: AT))
+    assert c.get("/v1/authz", headers={"Authorization": f"Bearer {idp.token(AT, acr='1')}"}).status_code == 403
+    assert c.get("/v1/authz", headers={"Authorization": "Bearer a.b.c"}).status_code == 401
+    assert c.post("/v1/decision", json={"token": idp.token(AT, amr=["pwd"])}).json()["decision"] == "deny"
+    assert deny_log.on_loop == [False, False, False]
+    assert (tmp_path / "home" / "audit.log").read_text().count('"access.deny"') == 3
