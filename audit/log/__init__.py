@@ -8,9 +8,10 @@ every ``CHECKPOINT_EVERY`` entries inside one. A writer never signs over entries
 write (``UnsignedTailError``); ``LogAnchor`` from signed reports detects rollback.
 
 One job per module: ``format`` (entries as lines, hashes), ``tail`` (the writer's view of the
-end of the log), ``writer`` (``AuditLog``: group commit, ``flock``, torn-tail recovery),
-``checkpoints`` (signed heads, ``LogAnchor``), ``verify`` (``verify_log``, ``LogReport``,
-``require_intact``) and ``anchors`` (``signed_entries``, ``latest_anchor``).
+end of the log, torn-tail recovery), ``writer`` (``AuditLog``: pipelined group commit,
+``flock``), ``commit`` (its bookkeeping, ``CommitStats``), ``checkpoints`` (signed heads,
+``LogAnchor``), ``verify`` (``verify_log``, ``LogReport``, ``require_intact``) and ``anchors``
+(``signed_entries``, ``latest_anchor``).
 See docs/adr/0002-audit-log.md and docs/adr/0008-append-only-log.md.
 """
 
@@ -19,6 +20,7 @@ from __future__ import annotations
 from ..signing import checkpoint_payload
 from .anchors import latest_anchor, signed_entries
 from .checkpoints import LogAnchor
+from .commit import CommitStats
 from .format import (
     ACCEPTED,
     CHECKPOINT,
@@ -38,7 +40,7 @@ from .writer import AuditLog, Clock, accept_unsigned, append
 
 __all__ = [
     "ACCEPTED", "CHECKPOINT", "CHECKPOINT_EVERY", "ENTRY_KEYS", "GENESIS", "RECOVERED",
-    "RESERVED_EVENTS", "SYSTEM_ACTOR", "AuditLog", "Clock", "Item", "LogAnchor", "LogProblem",
+    "RESERVED_EVENTS", "SYSTEM_ACTOR", "AuditLog", "Clock", "CommitStats", "Item", "LogAnchor", "LogProblem",
     "LogReport", "LogWriteError", "Problem", "Progress", "UnsignedTailError", "accept_unsigned",
     "append", "checkpoint_payload", "latest_anchor", "line_hash", "require_intact",
     "signed_entries", "verify_log",

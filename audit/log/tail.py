@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from . import format as fmt
 from .checkpoints import checkpoint_problem
-from .format import CHECKPOINT, GENESIS, LogWriteError, line_hash
+from .format import CHECKPOINT, GENESIS, RECOVERED, SYSTEM_ACTOR, LogWriteError, line_hash
 
 _FIRST_READ = 1 << 13  # most tails are one checkpoint and the line before: read little first
 
@@ -143,3 +143,36 @@ def last_newline(fd: int, size: int) -> int:
             return start + i + 1
         pos = start
     return 0
+
+
+def recover_torn(log_fd: int, path: Path, cut: int, size: int) -> dict[str, Any]:
+    """A crash left a line without its newline: keep the bytes aside and cut them off the
+    log; the returned ``log.recovered`` entry records that in the chain, so nothing passes
+    silently."""
+    fragment = os.pread(log_fd, size - cut, cut)
+    saved = path.with_name(f"{path.name}.torn-{cut}")
+    n = 0
+    while saved.exists():
+        n += 1
+        saved = path.with_name(f"{path.name}.torn-{cut}.{n}")
+    fd = os.open(saved, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.write(fd, fragment)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    fsync_dir(path.parent)
+    os.ftruncate(log_fd, cut)
+    os.fdatasync(log_fd)
+    return {"event": RECOVERED, "actor": SYSTEM_ACTOR,
+            "data": {"offset": cut, "bytes": len(fragment), "sha256": line_hash(fragment),
+                     "saved_as": saved.name}}
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a directory entry (a new file's name) durable."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -10,7 +10,6 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from audit import log
-from audit.log import format as log_format
 from audit.errors import VerificationError
 from audit.log import (
     CHECKPOINT,
@@ -22,6 +21,7 @@ from audit.log import (
     require_intact,
     verify_log,
 )
+from audit.log import format as log_format
 from audit.signing import Signer, load_signer
 from estate.canonical import canonical_json
 
@@ -70,9 +70,9 @@ def test_entries_are_chained_canonical_json_lines(path: Path, signer: Signer) ->
     assert [e["seq"] for e in got] == [0, 1, 2, 3, 4]
     assert [e["event"] for e in got] == [CHECKPOINT, "audit", "audit", "audit", CHECKPOINT]
     assert got[0]["prev"] == GENESIS and got[0]["data"]["head"] == {"seq": -1, "hash": GENESIS}
-    for before, entry in zip(raw, got[1:]):
+    for before, entry in zip(raw, got[1:], strict=False):
         assert entry["prev"] == line_hash(before.rstrip(b"\n"))
-    for line, entry in zip(raw, got):
+    for line, entry in zip(raw, got, strict=True):
         assert line == canonical_json(entry) + b"\n"
     assert got[1]["at"] == "2026-11-25T12:00:02.000000Z"
     assert (got[1]["actor"], got[1]["data"]) == ("alice", {"i": 0, "report": "r0"})

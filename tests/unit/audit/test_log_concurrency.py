@@ -113,7 +113,7 @@ def test_threads_are_group_committed_and_every_append_is_durable(home: Path,
         for t in threads:
             t.join()
         on_disk = (home / "audit.log").read_text().splitlines()
-        for k, mine in results.items():  # each append returned after its line was written
+        for mine in results.values():  # each append returned after its line was written
             for entry in mine:
                 assert json.loads(on_disk[entry["seq"]])["data"] == entry["data"]
     assert sorted(e["seq"] for r in results.values() for e in r) == sorted(
@@ -153,3 +153,102 @@ def test_a_write_that_fails_half_way_leaves_nothing_half_written(home: Path) -> 
     assert "refused: cannot append to the audit log" in r.stdout
     report = verify_log(home / "audit.log", load_signer(home).public_key)
     assert report.intact and report.head_seq == 2  # genesis, the entry before the failed batch, its checkpoint
+
+
+def test_concurrent_appends_pipeline_and_every_caller_returns_after_its_own_sync(
+        home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Batches are written while earlier ones sync, and a caller never returns before an
+    fdatasync that began after its line was written has finished."""
+    covered: dict[int, int] = {}  # seq -> end of the checkpoint that signs it
+    synced_sizes: list[int] = []  # file sizes at the start of each finished fdatasync
+    real = os.fdatasync
+
+    def recording(fd: int) -> None:
+        size = os.fstat(fd).st_size  # everything written so far is covered by this sync
+        real(fd)
+        synced_sizes.append(size)
+
+    monkeypatch.setattr(os, "fdatasync", recording)
+    signer = load_signer(home)
+    path = home / "audit.log"
+    with AuditLog(path, signer) as audit_log:
+        start = threading.Barrier(16)
+
+        def work(k: int) -> None:
+            start.wait()
+            for i in range(40):
+                entry = audit_log.append("test.write", f"t{k}", {"i": i})
+                raw = path.read_bytes().splitlines(keepends=True)
+                seal = next(n for n in range(entry["seq"] + 1, len(raw))
+                            if json.loads(raw[n])["event"] == CHECKPOINT)
+                end = len(b"".join(raw[:seal + 1]))
+                assert max(synced_sizes) >= end  # its line and its checkpoint were synced
+                covered[entry["seq"]] = end
+
+        threads = [threading.Thread(target=work, args=(k,)) for k in range(16)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        stats = audit_log.stats
+    assert len(covered) == 640
+    assert stats.entries == 640 and stats.commits < 640 and stats.largest > 1
+    report = require_intact(path, signer.public_key)
+    assert report.unsigned == 0 and report.entries == 640 + report.checkpoints
+
+
+def test_a_failed_sync_fails_the_batches_written_after_it_and_cuts_them_off(
+        home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Batch 1's fdatasync is slow and then fails while batch 2 was written and synced behind
+    it: both callers get the error, the file is cut back to before batch 1, and the chain goes
+    on intact from there."""
+    import errno
+
+    signer = load_signer(home)
+    path = home / "audit.log"
+    audit_log = AuditLog(path, signer)
+    audit_log.append("test.write", "before", {"i": 0})
+    before = path.read_bytes()
+    real = os.fdatasync
+    calls = 0
+    first_waits, second_done, release = threading.Event(), threading.Event(), threading.Event()
+
+    def failing_first(fd: int) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            first_waits.set()
+            assert release.wait(30)
+            raise OSError(errno.EIO, "Input/output error")
+        real(fd)
+        if calls == 2:
+            second_done.set()
+
+    monkeypatch.setattr(os, "fdatasync", failing_first)
+    errors: dict[str, BaseException] = {}
+
+    def write(name: str) -> None:
+        try:
+            audit_log.append("test.write", name, {"i": 1})
+        except log.LogWriteError as err:
+            errors[name] = err
+
+    first = threading.Thread(target=write, args=("first",))
+    first.start()
+    assert first_waits.wait(30)
+    second = threading.Thread(target=write, args=("second",))
+    second.start()
+    assert second_done.wait(30)  # batch 2 was written and synced while batch 1 still synced
+    assert path.read_bytes().count(b"\n") == before.count(b"\n") + 4
+    release.set()
+    first.join(30)
+    second.join(30)
+    assert set(errors) == {"first", "second"}
+    assert "Input/output error" in str(errors["first"]) and "earlier write failed" in str(errors["second"])
+    assert path.read_bytes() == before  # nothing of either batch is left
+    monkeypatch.setattr(os, "fdatasync", real)
+    entry = audit_log.append("test.write", "after", {"i": 2})
+    audit_log.close()
+    assert entry["seq"] == before.count(b"\n")
+    report = require_intact(path, signer.public_key)
+    assert report.unsigned == 0 and report.entries == before.count(b"\n") + 2
