@@ -3,8 +3,10 @@
 An officer attests one control (the server room is locked, a failover drill was held) with an
 evidence file; Skydd records who, when, until when and the SHA-256 of the file, signs the record
 with its Ed25519 key and keeps it, with a copy of the evidence file, under
-``$SKYDD_HOME/attestations/``. Records are only ever added; the newest one per control counts.
-A record whose signature does not verify counts as no attestation.
+``$SKYDD_HOME/attestations/``, and logs it in an ``attest`` entry of the audit log. Records are
+only ever added; the newest one per control counts. A record counts only when its signature
+verifies *and* a signed ``attest`` entry of the audit log names it (``matches_entry``); any other
+record in the store is tampering (``AttestationStore.tampering``) and counts as no attestation.
 """
 
 from __future__ import annotations
@@ -13,19 +15,27 @@ import hashlib
 import json
 import os
 import re
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Iterator
+from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from estate.canonical import canonical_json, rfc3339
 
 from .errors import AuditError, VerificationError
+from .records import SignedLog, Tampering
 from .signing import Signer, verify
 
 SCHEMA = "skydd.attestation/1"
+EVENT = "attest"  # the audit log event of an attestation
+# What an ``attest`` entry carries of its record. Entries made before this list grew carry only
+# the first three; every field an entry carries must equal the record's.
+_LOGGED = ("control", "evidence_digest", "expires_at", "attested_at", "officer", "key_id",
+           "signature")
+_REQUIRED = _LOGGED[:3]
 _CONTROL = re.compile(r"^[a-e]\.[a-z0-9][a-z0-9-]{0,80}$")
 _OFFICER = re.compile(r"^[^\x00-\x1f]{1,120}$")
 
@@ -53,6 +63,18 @@ class Attestation:
 
     def payload(self) -> bytes:
         return canonical_json(self.signed_part())
+
+
+def log_data(record: Attestation, path: Path) -> dict[str, str]:
+    """The ``data`` of the ``attest`` log entry that makes ``record`` (kept at ``path``) count."""
+    return {**{k: getattr(record, k) for k in _LOGGED}, "record": str(path)}
+
+
+def matches_entry(record: Attestation, data: Mapping[str, Any]) -> bool:
+    """Whether a signed ``attest`` entry's data names exactly this record."""
+    if not all(k in data for k in _REQUIRED):
+        return False
+    return all(data[k] == getattr(record, k) for k in _LOGGED if k in data)
 
 
 def file_digest(path: Path) -> str:
@@ -130,31 +152,58 @@ class AttestationStore:
             return []
         return sorted(p.name for p in self.root.iterdir() if p.is_dir() and _CONTROL.match(p.name))
 
-    def latest(self, control: str, public_key: Ed25519PublicKey | None
+    def latest(self, control: str, public_key: Ed25519PublicKey | None, signed: SignedLog
                ) -> tuple[Attestation | None, str | None]:
-        """The newest record that verifies, or why there is none."""
+        """The newest record that verifies and that the signed log names, or why there is none."""
         best: Attestation | None = None
         problem: str | None = None
-        for _, rec in self.records(control):
-            if isinstance(rec, str):
-                problem = rec
+        for path, rec in self.records(control):
+            why = self._problem(path, rec, public_key, signed, control)
+            if why is not None:
+                problem = why
                 continue
-            if public_key is None:
-                problem = "Skydd has no signing key to verify attestations with"
-                continue
-            try:
-                verify_attestation(rec, public_key)
-            except VerificationError as err:
-                problem = f"attestation of {rec.attested_at} does not verify: {err}"
-                continue
-            if rec.control != control:
-                problem = f"attestation filed under {control} is for {rec.control}"
-                continue
+            assert isinstance(rec, Attestation)
             if best is None or rec.attested_at >= best.attested_at:
                 best = rec
         if best is None and problem is None:
             problem = f"no attestation of {control} is recorded"
         return best, problem
+
+    def tampering(self, public_key: Ed25519PublicKey | None, signed: SignedLog) -> list[Tampering]:
+        """Every record in the store that does not count because the signed log does not back it.
+
+        A log that does not verify is one problem of its own (``SignedLog.tampering``), not
+        one per record; a home without a key has nothing to compare with.
+        """
+        if public_key is None or signed.problem is not None:
+            return []
+        out = []
+        for control in self.controls():
+            for path, rec in self.records(control):
+                why = self._problem(path, rec, public_key, signed, control)
+                if why is not None:
+                    out.append(Tampering("attestation", str(path.relative_to(self.root)), why))
+        return out
+
+    @staticmethod
+    def _problem(path: Path, rec: Attestation | str, public_key: Ed25519PublicKey | None,
+                 signed: SignedLog, control: str) -> str | None:
+        if isinstance(rec, str):
+            return rec
+        if public_key is None:
+            return "Skydd has no signing key to verify attestations with"
+        if signed.problem is not None:
+            return f"no attestation counts: {signed.problem}"
+        try:
+            verify_attestation(rec, public_key)
+        except VerificationError as err:
+            return f"attestation {path.name} of {rec.attested_at} does not verify: {err}"
+        if rec.control != control:
+            return f"attestation {path.name} filed under {control} is for {rec.control}"
+        if not any(matches_entry(rec, e.get("data") or {}) for e in signed.events(EVENT)):
+            return (f"attestation {path.name} of {rec.attested_at} is not in the signed audit log "
+                    "(written by hand, or its 'attest' entry was never signed)")
+        return None
 
 
 def _write_new(path: Path, data: bytes) -> None:

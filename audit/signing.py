@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+import re
 from pathlib import Path
 
 from cryptography.exceptions import InvalidSignature
@@ -110,8 +111,32 @@ def load_home_public_key(home: Path) -> Ed25519PublicKey:
 
     Raises ``FileNotFoundError`` when the home has no signing key yet.
     """
-    path = home / "keys" / KEY_NAME
+    path = home_key_path(home)
     key = serialization.load_pem_private_key(path.read_bytes(), password=None)
     if not isinstance(key, Ed25519PrivateKey):
         raise VerificationError(f"{path} is not an Ed25519 private key")
     return key.public_key()
+
+
+def home_key_path(home: Path) -> Path:
+    """Where this Skydd home keeps its signing key (the key ``report verify`` trusts by default)."""
+    return home / "keys" / KEY_NAME
+
+
+_PEM_BLOCK = re.compile(rb"-----BEGIN PUBLIC KEY-----\r?\n.*?-----END PUBLIC KEY-----", re.DOTALL)
+
+
+def load_trusted_keys(pem: bytes) -> list[Ed25519PublicKey]:
+    """Every public key of a trust file: PEM ``PUBLIC KEY`` blocks, one after another (other
+    text between them is ignored). Raises ``VerificationError`` when there is none or one is
+    not an Ed25519 public key."""
+    blocks = _PEM_BLOCK.findall(pem)
+    if not blocks:
+        raise VerificationError("no PEM public key (-----BEGIN PUBLIC KEY-----) in it")
+    keys = []
+    for n, block in enumerate(blocks, 1):
+        try:
+            keys.append(load_public_key(block))
+        except VerificationError as err:
+            raise VerificationError(f"key {n}: {err}") from err
+    return keys

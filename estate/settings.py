@@ -7,6 +7,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from .errors import InputError
+
 # The folder holding Skydd's top-level packages: a checkout, or site-packages once installed. The
 # playbooks sit beside the packages in both (docs/adr/0010-packaging.md).
 INSTALL_ROOT = Path(__file__).resolve().parent.parent
@@ -26,6 +28,7 @@ def cache_dir(root: Path, env: Mapping[str, str]) -> Path:
 
 
 CACHE_DIR = cache_dir(INSTALL_ROOT, os.environ)
+DEFAULT_WAIVER_MAX_DAYS = 365
 
 
 @dataclass(frozen=True)
@@ -47,6 +50,16 @@ class Settings:
     @property
     def history_url(self) -> str:
         return os.environ.get("SKYDD_HISTORY_URL", f"sqlite:///{self.home / 'history.db'}")
+
+    @property
+    def waiver_max_days(self) -> int:
+        """The longest a waiver may last, request to expiry: ``SKYDD_WAIVER_MAX_DAYS`` (365)."""
+        raw = os.environ.get("SKYDD_WAIVER_MAX_DAYS", "").strip()
+        if not raw:
+            return DEFAULT_WAIVER_MAX_DAYS
+        if not raw.isdigit() or not 1 <= int(raw) <= 36500:
+            raise InputError(f"SKYDD_WAIVER_MAX_DAYS={raw!r}: give a whole number of days, 1 to 36500")
+        return int(raw)
 
     @property
     def lab(self) -> Path:

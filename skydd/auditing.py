@@ -7,24 +7,27 @@ import shutil
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from audit import log
+from audit.attestations import AttestationStore
 from audit.collectors import Collector, collectors_for, run_collectors
 from audit.collectors.bundle import BundleCollector, write_bundle
-from audit.errors import BundleError
+from audit.errors import BundleError, VerificationError
 from audit.history import History, HistoryError, drift
+from audit.log import LogWriteError
+from audit.records import Tampering, read_signed_log
 from audit.reports import write_reports
 from audit.reports.json_report import build_report
-from audit.signing import load_signer
+from audit.signing import Signer, load_signer
 from estate.errors import InputError
 from estate.inventory import Inventory
 from estate.loader import load_inventory
 from estate.settings import Settings
-from policies import Catalog, Control, Level, evaluate, exit_code, load_catalog
+from policies import Catalog, Control, Level, Waiver, evaluate, exit_code, load_catalog
 from skydd.lab import LAB_INVENTORY
 
-from .waivers import WaiverStore
+from .waivers import WaiverStore, signed_waivers
 
 
 @dataclass(frozen=True)
@@ -117,7 +120,9 @@ def run_audit(settings: Settings, inventory_path: Path | None, selection: Select
         except BundleError as err:
             raise InputError(f"--capture: {err}") from err
     at = clock()
-    findings = evaluate(controls, evidence, WaiverStore(settings.home).all(), at)
+    signer = load_signer(settings.home)
+    trust = _signed_records(settings, signer, attestations="attestation" in kinds and bundle is None)
+    findings = evaluate(controls, evidence, trust.waivers, at)
     warnings: list[str] = []
     history: History | None = None
     previous = None
@@ -130,12 +135,16 @@ def run_audit(settings: Settings, inventory_path: Path | None, selection: Select
     report = build_report(findings, at=at,
                           inventory={"name": inventory.name, "digest": inv_digest},
                           catalog={"version": catalog.version, "digest": catalog.digest},
-                          selection=selection.as_dict(catalog))
+                          selection=selection.as_dict(catalog),
+                          tampering=[t.to_dict() for t in trust.tampering])
     report["drift"] = drift(previous, report["findings"])
     if warnings:
         report["drift"]["unavailable"] = warnings[0]
-    signer = load_signer(settings.home)
     final = out_dir or settings.reports / f"{at:%Y%m%dT%H%M%SZ}-{report['id'][:8]}"
+    _check_out(final)  # before the log records this audit
+    anchor, unanchored = _anchor(settings, signer, report, selection, actor)
+    if anchor is not None:
+        report["log"] = anchor
     _write_atomically(final, lambda d: write_reports(report, d, signer, catalog))
     if history is not None:
         try:
@@ -146,18 +155,65 @@ def run_audit(settings: Settings, inventory_path: Path | None, selection: Select
         finally:
             history.close()
     code = exit_code(report["summary"])
-    log.append(settings.audit_log, signer, "audit", actor,
-               {"report": report["id"], "status": report["summary"]["status"],
-                "out": str(final), "selection": selection.as_dict()})
+    if unanchored is None:  # a log that refused the first entry is already named below
+        log.append(settings.audit_log, signer, "audit", actor,
+                   {"report": report["id"], "status": report["summary"]["status"],
+                    "out": str(final), "selection": selection.as_dict()})
     _point_latest(settings.reports, final)
-    return AuditResult(report, final, code, tuple(warnings))
+    trust_warnings = [t.line() for t in trust.tampering] + list(trust.notes)
+    if unanchored is not None:
+        trust_warnings.append(unanchored)
+    return AuditResult(report, final, code, tuple(trust_warnings + warnings))
+
+
+@dataclass(frozen=True)
+class SignedRecords:
+    """What the signed audit log lets count, and what disagreed with it."""
+
+    waivers: tuple[Waiver, ...]
+    tampering: tuple[Tampering, ...]
+    notes: tuple[str, ...]  # signed waivers that do not count (beyond the lifetime …)
+
+
+def _signed_records(settings: Settings, signer: Signer, *, attestations: bool) -> SignedRecords:
+    """Waivers from the verified log; ``waivers.json`` and the attestation store checked against
+    it. A log that does not verify lets nothing count and is itself reported."""
+    signed = read_signed_log(settings.audit_log, signer.public_key)
+    ledger = signed_waivers(signed, settings.waiver_max_days)
+    tampering = [*signed.tampering(), *ledger.tampering(WaiverStore(settings.home))]
+    if attestations:
+        tampering += AttestationStore(settings.home).tampering(signer.public_key, signed)
+    return SignedRecords(tuple(ledger.counting()), tuple(tampering), tuple(ledger.notes()))
+
+
+def _anchor(settings: Settings, signer: Signer, report: dict[str, Any], selection: Selection,
+            actor: str) -> tuple[dict[str, Any] | None, str | None]:
+    """Log the audit's start (an ``audit.run`` entry, then a signed checkpoint) and return that
+    signed state of the log as the report's anchor, so ``skydd log verify --anchor report.json``
+    detects a later rollback. The entry is written even on a fresh home, so every report from
+    an intact log carries an anchor; when the log refuses it (an unsigned tail, a log that does
+    not verify), the report carries none and the reason is returned."""
+    try:
+        log.append(settings.audit_log, signer, "audit.run", actor,
+                   {"report": report["id"], "inventory": report["inventory"]["name"],
+                    "selection": selection.as_dict()})
+        anchor = log.latest_anchor(settings.audit_log, signer.public_key)
+    except (LogWriteError, VerificationError, OSError) as err:
+        return None, f"report not anchored in the audit log: {err}"
+    if anchor is None:  # pragma: no cover - an append always ends in a checkpoint
+        return None, "report not anchored in the audit log: it holds no signed checkpoint"
+    return anchor.to_dict(), None
+
+
+def _check_out(final: Path) -> None:
+    if final.exists() and (not final.is_dir() or any(final.iterdir())):
+        raise InputError(f"--out {final}: folder exists and is not empty")
 
 
 def _write_atomically(final: Path, write: Callable[[Path], None]) -> None:
     """Write every report file in a sibling folder, then rename it into place."""
     final.parent.mkdir(parents=True, exist_ok=True)
-    if final.exists() and any(final.iterdir()):
-        raise InputError(f"--out {final}: folder exists and is not empty")
+    _check_out(final)
     tmp = final.with_name(f".{final.name}.partial-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)

@@ -2,16 +2,21 @@
 
 The evidence target is the control id (the engine gives a manual control only the evidence whose
 target is its id) and the data carries ``control`` too. A control without a valid attestation —
-none recorded, expired records aside, a signature that does not verify — gets unobserved evidence
-naming why, so its finding is ``manual``, never ``pass``.
+none recorded, expired records aside, a signature that does not verify, a record the signed audit
+log does not name, an audit log that does not verify — gets unobserved evidence naming why, so its
+finding is ``manual``, never ``pass``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
+
+from estate.settings import Settings
 
 from ..attestations import AttestationStore
+from ..records import read_signed_log
 from ..signing import load_home_public_key
 from .interface import Collector, Observation
 
@@ -31,8 +36,9 @@ class AttestationCollector(Collector):
             public_key = load_home_public_key(self.home)
         except FileNotFoundError:
             public_key = None
+        signed = read_signed_log(Settings(self.home).audit_log, public_key)
         for control in sorted(set(self.controls) | set(store.controls())):
-            record, problem = store.latest(control, public_key)
+            record, problem = store.latest(control, public_key, signed)
             if record is None:
                 yield Observation("attestation", control, {"control": control, "attested": False},
                                   error=problem)

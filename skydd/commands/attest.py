@@ -12,7 +12,14 @@ from typing import Annotated, Optional
 import typer
 
 from audit import log
-from audit.attestations import AttestationError, AttestationStore, make_attestation, parse_expiry
+from audit.attestations import (
+    EVENT,
+    AttestationError,
+    AttestationStore,
+    log_data,
+    make_attestation,
+    parse_expiry,
+)
 from audit.signing import load_signer
 from estate.errors import InputError
 from estate.settings import Settings
@@ -42,9 +49,13 @@ def attest(
         path = AttestationStore(settings.home).add(record, evidence)
     except AttestationError as err:
         raise InputError(str(err)) from err
-    log.append(settings.audit_log, signer, "attest", name,
-               {"control": control, "evidence_digest": record.evidence_digest,
-                "expires_at": record.expires_at, "record": str(path)})
+    # The record counts only once its entry is in the signed audit log: if logging fails, the
+    # record goes again, so no record the log does not back is left to look like tampering.
+    try:
+        log.append(settings.audit_log, signer, EVENT, name, log_data(record, path))
+    except BaseException:
+        path.unlink(missing_ok=True)  # never leave a record the signed log does not name
+        raise
     typer.echo(f"{control}: attested by {name} until {record.expires_at} ({record.evidence_digest}); "
                f"kept in {path}")
 

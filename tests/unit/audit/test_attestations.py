@@ -10,7 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from audit.attestations import AttestationError, AttestationStore, make_attestation, parse_expiry
+from audit import log
+from audit.attestations import (
+    EVENT,
+    AttestationError,
+    AttestationStore,
+    log_data,
+    make_attestation,
+    parse_expiry,
+)
 from audit.collectors import run_collectors
 from audit.collectors.attestation import AttestationCollector
 from audit.signing import load_signer
@@ -36,7 +44,9 @@ def _attest(home: Path, evidence: Path, *, control: str = "c.in-building",
             expires: datetime = AT + timedelta(days=300), at: datetime = AT) -> Path:
     signer = load_signer(home)
     record = make_attestation(control, "Anna Lind", evidence, expires, at, signer)
-    return AttestationStore(home).add(record, evidence)
+    path = AttestationStore(home).add(record, evidence)
+    log.append(home / "audit.log", signer, EVENT, "Anna Lind", log_data(record, path))  # as `skydd attest`
+    return path
 
 
 def test_missing_attestation_is_manual(tmp_path: Path) -> None:

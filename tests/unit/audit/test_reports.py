@@ -215,8 +215,9 @@ def test_write_reports_writes_four_consistent_files(tmp_path: Path) -> None:
     signer = load_signer(tmp_path / "home")
     paths = write_reports(report, out, signer, CATALOG)
     assert set(paths) == {"json", "html", "oscal", "junit"}
-    signed = verify_report(paths["json"])
-    assert signed == report and signed["signature"]["key_id"] == signer.key_id
+    verified = verify_report(paths["json"], signer.public_key)
+    signed = verified.report
+    assert signed == report and verified.key_id == signed["signature"]["key_id"] == signer.key_id
     html = paths["html"].read_text(encoding="utf-8")
     assert signed["id"] in html and signer.key_id in html
     assert AssessmentResults.oscal_read(paths["oscal"]).metadata.version == signed["id"]

@@ -4,14 +4,13 @@ examples, 2 s each, 60 s per test."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
-from hypothesis import assume, given
+from hypothesis import given
 from hypothesis import strategies as st
 
-from audit.reports.json_report import PUBLIC_KEY_NAME, sign_report
+from audit.reports.json_report import PUBLIC_KEY_NAME, render_report_file, sign_report
 from audit.signing import load_signer
 
 from .runner import JSON_ALPHABET, assert_documented, fuzz_settings, mutations, run_cli
@@ -26,7 +25,7 @@ def _signed(folder: Path) -> str:
     signer = load_signer(folder / "home")
     report = sign_report({"schema": "skydd.report/1", "id": "r1", "findings": [{"control": "d.x"}]}, signer)
     (folder / PUBLIC_KEY_NAME).write_bytes(signer.public_pem())
-    return json.dumps(report, indent=1)
+    return render_report_file(report).decode("utf-8")  # the form verify accepts (canonical)
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +49,6 @@ def test_the_unmutated_report_is_valid(folder: Path, signed: str) -> None:
 @given(data=st.data())
 def test_mutated_reports(folder: Path, signed: str, data: st.DataObject) -> None:
     text = data.draw(mutated(signed))
-    assume(_has_key_id(text))  # the known crash below; drop this line once it is fixed
     (folder / "report.json").write_bytes(text.encode("utf-8", "surrogatepass"))
     assert_documented(run_cli(folder / "home", "report", "verify", str(folder / "report.json")))
 
@@ -63,16 +61,6 @@ def test_arbitrary_bytes(folder: Path, data: bytes) -> None:
     assert_documented(run_cli(folder / "home", "report", "verify", str(folder / "report.json")))
 
 
-def _has_key_id(text: str) -> bool:
-    try:
-        sig = json.loads(text).get("signature")
-    except (ValueError, AttributeError, RecursionError):
-        return True
-    return not isinstance(sig, dict) or "key_id" in sig
-
-
-@pytest.mark.xfail(strict=True, reason="known crash, reported to the lead: report verify prints "
-                   "signature.key_id, which the signature does not cover (KeyError, exit 1)")
 def test_a_valid_signature_without_key_id_is_not_an_internal_error(folder: Path, signed: str) -> None:
     (folder / "report.json").write_text(signed.replace('"key_id"', '"other"'))
     assert_documented(run_cli(folder / "home", "report", "verify", str(folder / "report.json")))

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -92,8 +93,9 @@ def test_fixing_the_cause_shows_as_newly_fixed(tmp_path: Path, keystore: Path) -
 def test_waiver_needs_four_eyes_and_then_waives(tmp_path: Path, keystore: Path) -> None:
     home = tmp_path / "home"
     inv = str(inventory(tmp_path, keystore))
+    expires = (datetime.now(UTC) + timedelta(days=200)).strftime("%Y-%m-%dT%H:%M:%SZ")
     r = run(home, "waiver", "request", CONTROL, "--reason", "HSM arrives in December",
-            "--expires", "2099-01-01T00:00:00Z")
+            "--expires", expires)
     assert r.returncode == 0, r.stderr
     wid = r.stdout.split()[1]
     same = run(home, "waiver", "approve", wid, actor="alice")
