@@ -13,9 +13,10 @@ answers (in the session's time zone) are converted to UTC.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any
 
 from sqlalchemy import (
     JSON,
@@ -99,7 +100,7 @@ class History:
         except (SQLAlchemyError, ImportError) as err:
             raise HistoryError(f"history {self.url}: cannot open ({_reason(err)})") from err
 
-    def __enter__(self) -> "History":
+    def __enter__(self) -> History:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -106,7 +106,7 @@ def parse_yaml(text: str, source: str, *, round_trip: bool = False) -> Any:
 def _screened(base: type, source: str) -> type:
     """``base`` (a ruamel.yaml parser class) checking every event the composer takes from it."""
 
-    class Screened(base):  # type: ignore[misc, valid-type]
+    class Screened(base):  # type: ignore[misc]
         _depth = 0
 
         def get_event(self) -> Any:

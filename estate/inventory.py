@@ -38,7 +38,7 @@ class Connection(_Strict):
     timeout: float = Field(default=10.0, gt=0, le=300)
 
     @model_validator(mode="after")
-    def _complete(self) -> "Connection":
+    def _complete(self) -> Connection:
         if self.type == "ssh":
             missing = [f for f in ("address", "private_key", "known_hosts") if not getattr(self, f)]
             if missing:
@@ -216,7 +216,7 @@ class Inventory(_Strict):
     key_stores: list[KeyStore] = []
 
     @model_validator(mode="after")
-    def _references(self) -> "Inventory":
+    def _references(self) -> Inventory:
         munis = {m.id for m in self.municipalities}
         sites = {s.id for s in self.sites}
         for i, s in enumerate(self.sites):
@@ -224,7 +224,9 @@ class Inventory(_Strict):
                 raise InventoryReferenceError(("sites", i, "municipality"), f"unknown municipality {s.municipality!r}")
         for i, f in enumerate(self.firewalls):
             if f.municipality not in munis:
-                raise InventoryReferenceError(("firewalls", i, "municipality"), f"unknown municipality {f.municipality!r}")
+                raise InventoryReferenceError(
+                    ("firewalls", i, "municipality"), f"unknown municipality {f.municipality!r}"
+                )
             if f.site not in sites:
                 raise InventoryReferenceError(("firewalls", i, "site"), f"unknown site {f.site!r}")
         system_ids = {sy.id for sy in self.systems}
@@ -245,7 +247,9 @@ class Inventory(_Strict):
                 if getattr(sy, fld) not in sites:
                     raise InventoryReferenceError(("systems", i, fld), f"unknown site {getattr(sy, fld)!r}")
             if sy.municipality not in munis:
-                raise InventoryReferenceError(("systems", i, "municipality"), f"unknown municipality {sy.municipality!r}")
+                raise InventoryReferenceError(
+                    ("systems", i, "municipality"), f"unknown municipality {sy.municipality!r}"
+                )
             if sy.mirror_db is not None and sy.primary_db is None:
                 raise InventoryReferenceError(("systems", i, "mirror_db"), "a mirror needs a primary_db")
         return self

@@ -4,7 +4,8 @@ said no), so callers never see library exceptions."""
 
 from __future__ import annotations
 
-from typing import Any, Callable, TypeVar
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import requests
 from keycloak import KeycloakAdmin as _Admin
@@ -52,7 +53,7 @@ class KeycloakAdmin:
 
     @staticmethod
     def connect(url: str, realm: str, username: str, password: str, *, ca_file: str | None = None,
-                timeout: int = 30) -> "KeycloakAdmin":
+                timeout: int = 30) -> KeycloakAdmin:
         verify: str | bool = ca_file or True
         conn = KeycloakOpenIDConnection(server_url=url, username=username, password=password,
                                         realm_name=realm, user_realm_name="master", verify=verify,
@@ -70,6 +71,16 @@ class KeycloakAdmin:
                 raise KeycloakRefused(f"GET {path}: HTTP {r.status_code}: {r.text[:300]}")
             return r.json() if r.content else None
         return _call(f"GET {path}", run)
+
+    def _get_object(self, path: str) -> dict[str, Any]:
+        """``get`` of a path whose answer is a JSON object (the shape Keycloak's admin API documents)."""
+        answer: dict[str, Any] = self.get(path)
+        return answer
+
+    def _get_list(self, path: str) -> list[dict[str, Any]]:
+        """``get`` of a path whose answer is a JSON array of objects."""
+        answer: list[dict[str, Any]] = self.get(path)
+        return answer
 
     def send(self, method: str, path: str, payload: Any = None) -> Any:
         """``POST``/``PUT``/``DELETE`` on a realm path; returns the Location id when there is one."""
@@ -95,35 +106,35 @@ class KeycloakAdmin:
         _call("update realm", lambda: self._admin.update_realm(self.realm, payload))
 
     def events_config(self) -> dict[str, Any]:
-        return self.get("events/config")
+        return self._get_object("events/config")
 
     def update_events_config(self, payload: dict[str, Any]) -> None:
         self.send("PUT", "events/config", payload)
 
     def user_profile(self) -> dict[str, Any]:
-        return self.get("users/profile")
+        return self._get_object("users/profile")
 
     def update_user_profile(self, profile: dict[str, Any]) -> None:
         self.send("PUT", "users/profile", profile)
 
     # -- flows -------------------------------------------------------------------------------
     def flows(self) -> list[dict[str, Any]]:
-        return self.get("authentication/flows")
+        return self._get_list("authentication/flows")
 
     def executions(self, flow_alias: str) -> list[dict[str, Any]]:
         from urllib.parse import quote
 
-        return self.get(f"authentication/flows/{quote(flow_alias, safe='')}/executions")
+        return self._get_list(f"authentication/flows/{quote(flow_alias, safe='')}/executions")
 
     def authenticator_config(self, config_id: str) -> dict[str, Any]:
-        return self.get(f"authentication/config/{config_id}")
+        return self._get_object(f"authentication/config/{config_id}")
 
     def required_actions(self) -> list[dict[str, Any]]:
-        return self.get("authentication/required-actions")
+        return self._get_list("authentication/required-actions")
 
     # -- clients and users -------------------------------------------------------------------
     def clients(self) -> list[dict[str, Any]]:
-        return self.get("clients")
+        return self._get_list("clients")
 
     def client_by_client_id(self, client_id: str) -> dict[str, Any] | None:
         found = self.get(f"clients?clientId={client_id}")
@@ -133,20 +144,21 @@ class KeycloakAdmin:
         client = self.client_by_client_id(client_id)
         if client is None:
             raise KeycloakRefused(f"no client {client_id!r} in realm {self.realm}")
-        return self.get(f"clients/{client['id']}/client-secret")["value"]
+        secret: str = self._get_object(f"clients/{client['id']}/client-secret")["value"]
+        return secret
 
     def user_by_username(self, username: str) -> dict[str, Any] | None:
         found = self.get(f"users?username={username}&exact=true")
         return found[0] if found else None
 
     def credentials(self, user_id: str) -> list[dict[str, Any]]:
-        return self.get(f"users/{user_id}/credentials")
+        return self._get_list(f"users/{user_id}/credentials")
 
     def delete_credential(self, user_id: str, credential_id: str) -> None:
         self.send("DELETE", f"users/{user_id}/credentials/{credential_id}")
 
     def brute_force_status(self, user_id: str) -> dict[str, Any]:
-        return self.get(f"attack-detection/brute-force/users/{user_id}")
+        return self._get_object(f"attack-detection/brute-force/users/{user_id}")
 
     def clear_brute_force(self, user_id: str) -> None:
         self.send("DELETE", f"attack-detection/brute-force/users/{user_id}")

@@ -20,10 +20,11 @@ import json
 import os
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import parse_qs, urlencode, urljoin, urlparse
 
 import jwt
@@ -94,9 +95,9 @@ class _Forms(HTMLParser):
             name = a.get("name")
             if name:
                 self.forms[-1]["names"].add(name)
-                if a.get("type") in ("hidden",) or (a.get("type") == "radio" and "checked" in a):
-                    self.forms[-1]["inputs"][name] = a.get("value", "")
-                elif a.get("type") == "radio" and name not in self.forms[-1]["inputs"]:
+                radio = a.get("type") == "radio"
+                if a.get("type") in ("hidden",) or (radio and "checked" in a) \
+                        or (radio and name not in self.forms[-1]["inputs"]):
                     self.forms[-1]["inputs"][name] = a.get("value", "")
         cls = a.get("class", "") + " " + a.get("id", "")
         if any(k in cls for k in ("kc-feedback-text", "alert-error", "pf-m-danger", "kc-error-message",
@@ -223,7 +224,7 @@ class LoginProbe:
                 return form, data, "password"
             if "password" in names and form["id"] == "kc-form-login":
                 return form, ({**data, "password": self.s.password} if password else None), "password"
-            if form["id"] in ("kc-x509-login-info",) or "login" in names and "cancel" in names:
+            if form["id"] in ("kc-x509-login-info",) or ("login" in names and "cancel" in names):
                 return form, {**data, "login": "login"}, "card-confirmation"
         return None, None, "error"
 
@@ -260,7 +261,8 @@ class LoginProbe:
             attempt.detail = "the password grant issued tokens"
         else:
             body = r.json() if r.headers.get("content-type", "").startswith("application/json") else {}
-            attempt.detail = f"HTTP {r.status_code}: {body.get('error', '')} {body.get('error_description', '')}".strip()
+            attempt.detail = (f"HTTP {r.status_code}: {body.get('error', '')} "
+                              f"{body.get('error_description', '')}").strip()
         return attempt
 
     # -- scenarios ---------------------------------------------------------------------------
@@ -273,7 +275,8 @@ class LoginProbe:
             for cred in self.admin.credentials(user["id"]):
                 if cred.get("type") == "otp":
                     self.admin.delete_credential(user["id"], cred["id"])
-        return user["id"]
+        user_id: str = user["id"]
+        return user_id
 
     def run(self) -> dict[str, Any]:
         """Every scenario; returns the ``keycloak.probe`` evidence."""

@@ -11,6 +11,7 @@ import base64
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,7 +25,7 @@ class OtpPolicy:
     algorithm: str = "HmacSHA1"
 
     @property
-    def digest(self):  # noqa: ANN201 - a hashlib constructor
+    def digest(self) -> Callable[..., hashlib._Hash]:
         return {"HmacSHA1": hashlib.sha1, "HmacSHA256": hashlib.sha256,
                 "HmacSHA512": hashlib.sha512}[self.algorithm]
 

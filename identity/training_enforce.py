@@ -7,9 +7,10 @@ role is taken from users without current training and given back when they compl
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 from .training_store import SOCIALCARE_ROLE, TrainingStore, UserStanding
 
@@ -199,7 +200,9 @@ def plan(users: Sequence[DirectoryUser], standings: Sequence[UserStanding],
     if scope not in SCOPES:
         raise ValueError(f"unknown scope {scope!r}")
     by_name = {s.username: s for s in standings}
-    remove, restore, blocked = [], [], []
+    remove: list[Change] = []
+    restore: list[Change] = []
+    blocked: list[Change] = []
     for u in users:
         st = by_name.get(u.username)
         entitled = st is not None and role in st.roles
@@ -216,7 +219,7 @@ def plan(users: Sequence[DirectoryUser], standings: Sequence[UserStanding],
                 why = ""
             if why:
                 (remove if u.direct_role else blocked).append(Change(u.username, u.id, why))
-        elif scope == "all" and entitled and st.current and st.courses and u.enabled and u.groups:
+        elif scope == "all" and st is not None and entitled and st.current and st.courses and u.enabled and u.groups:
             restore.append(Change(u.username, u.id, "training current"))
     return Plan(tuple(remove), tuple(restore), tuple(blocked))
 

@@ -10,10 +10,11 @@ current time is always a parameter (``at``), never read here.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 from sqlalchemy import (
     DateTime,
@@ -46,7 +47,7 @@ class TrainingStoreError(Exception):
     """The store cannot be opened or written (bad URL, unreachable database)."""
 
 
-class _UTC(TypeDecorator):
+class _UTC(TypeDecorator[datetime]):
     """Aware UTC datetimes in, aware UTC datetimes out (SQLite keeps no zone)."""
 
     impl = DateTime
@@ -77,8 +78,8 @@ class User(Base):
     municipality: Mapped[str | None] = mapped_column(String(64), nullable=True)
     registered_at: Mapped[datetime] = mapped_column(_UTC())
     active: Mapped[bool] = mapped_column(default=True)
-    roles: Mapped[list["UserRole"]] = relationship(back_populates="user", cascade="all, delete-orphan")
-    completions: Mapped[list["Completion"]] = relationship(back_populates="user")
+    roles: Mapped[list[UserRole]] = relationship(back_populates="user", cascade="all, delete-orphan")
+    completions: Mapped[list[Completion]] = relationship(back_populates="user")
 
 
 class UserRole(Base):
@@ -234,7 +235,7 @@ class TrainingStore:
     def session(self) -> Session:
         return self._sessions()
 
-    def transaction(self) -> "_Tx":
+    def transaction(self) -> _Tx:
         """``with store.transaction() as s:`` commits on success, rolls back on any error."""
         return _Tx(self)
 

@@ -8,11 +8,12 @@ absent raises ``EvidenceMissing`` so the engine reports ``error``, never ``pass`
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Mapping
 from collections.abc import Mapping as AbcMapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from .errors import CatalogError, EvidenceMissing
 
@@ -55,10 +56,11 @@ def resolve(data: Any, path: tuple[str | int, ...], text: str) -> Any:
     for seg in path:
         if isinstance(seg, int) and isinstance(node, list) and -len(node) <= seg < len(node):
             node = node[seg]
-        elif isinstance(seg, str) and isinstance(node, (dict, AbcMapping)) and seg in node:
+            continue
+        if isinstance(seg, str) and isinstance(node, (dict, AbcMapping)) and seg in node:
             node = node[seg]
-        else:
-            raise EvidenceMissing(f"evidence has no {text!r}")
+            continue
+        raise EvidenceMissing(f"evidence has no {text!r}")
     return node
 
 

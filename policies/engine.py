@@ -8,8 +8,8 @@ could not be observed, or a path that is missing gives ``error``.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
-from typing import Iterable, Mapping, Sequence
 
 from estate.canonical import rfc3339
 

@@ -5,11 +5,12 @@ Values are frozen; vocabularies are ``str`` enums so they serialise as their val
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import Enum
 from functools import cached_property
-from typing import Any, Mapping
+from typing import Any
 
 from estate.canonical import digest_of, rfc3339
 
@@ -102,13 +103,13 @@ class Evidence:
     @staticmethod
     def observed(kind: str, target: str, source: str, collected_at: datetime,
                  data: Mapping[str, Any], *, site: str | None = None,
-                 municipality: str | None = None) -> "Evidence":
+                 municipality: str | None = None) -> Evidence:
         return Evidence(kind, target, source, collected_at, data=data, site=site,
                         municipality=municipality, digest=digest_of(data))
 
     @staticmethod
     def unobserved(kind: str, target: str, source: str, collected_at: datetime, error: str,
-                   *, site: str | None = None, municipality: str | None = None) -> "Evidence":
+                   *, site: str | None = None, municipality: str | None = None) -> Evidence:
         return Evidence(kind, target, source, collected_at, error=error, site=site,
                         municipality=municipality, digest=digest_of({"error": error}))
 

@@ -28,9 +28,10 @@ import os
 import re
 import shlex
 import sys
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from estate.errors import InputError
 from estate.inventory import Inventory
@@ -77,7 +78,7 @@ class AnsibleInventory:
         def find(group: dict[str, Any], wanted: str, inside: bool) -> set[str]:
             hosts: set[str] = set()
             if inside:
-                hosts |= set((group.get("hosts") or {}))
+                hosts |= set(group.get("hosts") or {})
             for child_name, child in (group.get("children") or {}).items():
                 hosts |= find(child or {}, wanted, inside or child_name == wanted)
             return hosts

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 from audit import log
 from audit.signing import load_signer
@@ -315,7 +316,7 @@ def _merge_stats(result: ApplyResult, stats: Mapping[str, Mapping[str, int]]) ->
 
 def _stdout_tail(r: Any) -> str:
     try:
-        lines = [ln.strip() for ln in r.stdout.read().splitlines() if ln.strip()]
+        lines: list[str] = [ln.strip() for ln in r.stdout.read().splitlines() if ln.strip()]
     except Exception:  # the artifact may be missing when Ansible never started
         return ""
     errors = [ln for ln in lines if "ERROR" in ln]

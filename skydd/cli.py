@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.text import Text
@@ -20,19 +20,19 @@ app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_
                   help="Skydd: five security levels as controls, applied with Ansible, "
                        "proven with signed compliance reports.")
 
-InventoryOpt = Annotated[Optional[Path], typer.Option("--inventory", help="Inventory YAML (default: the lab's).")]
+InventoryOpt = Annotated[Path | None, typer.Option("--inventory", help="Inventory YAML (default: the lab's).")]
 
 
 @app.command()
 def audit(
     inventory: InventoryOpt = None,
-    level: Annotated[Optional[str], typer.Option(help="Levels, e.g. a,b.")] = None,
-    control: Annotated[Optional[str], typer.Option(help="Control ids, comma separated.")] = None,
-    profile: Annotated[Optional[str], typer.Option(help="A tailoring in policies/profiles/ (e.g. lab).")] = None,
-    site: Annotated[Optional[str], typer.Option(help="Only this site.")] = None,
-    out_dir: Annotated[Optional[Path], typer.Option("--out", help="Report folder.")] = None,
-    evidence: Annotated[Optional[Path], typer.Option(help="Audit offline from an evidence bundle.")] = None,
-    capture: Annotated[Optional[Path], typer.Option(help="Also save the collected evidence as a bundle.")] = None,
+    level: Annotated[str | None, typer.Option(help="Levels, e.g. a,b.")] = None,
+    control: Annotated[str | None, typer.Option(help="Control ids, comma separated.")] = None,
+    profile: Annotated[str | None, typer.Option(help="A tailoring in policies/profiles/ (e.g. lab).")] = None,
+    site: Annotated[str | None, typer.Option(help="Only this site.")] = None,
+    out_dir: Annotated[Path | None, typer.Option("--out", help="Report folder.")] = None,
+    evidence: Annotated[Path | None, typer.Option(help="Audit offline from an evidence bundle.")] = None,
+    capture: Annotated[Path | None, typer.Option(help="Also save the collected evidence as a bundle.")] = None,
 ) -> None:
     """Collect evidence, evaluate, write signed reports. Exit 0 compliant, 1 fail, 3 incomplete."""
     from .auditing import Selection, run_audit

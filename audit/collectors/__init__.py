@@ -3,9 +3,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from importlib import import_module
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from .interface import Collector, CollectorError, Observation, run_collectors
 

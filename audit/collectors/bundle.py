@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Iterable, Sequence
 
 from estate.canonical import digest_of, rfc3339
 from policies import Evidence
@@ -80,4 +80,4 @@ def write_bundle(evidence: Sequence[Evidence], path: Path, *, note: str = "") ->
     tmp.rename(path)
 
 
-__all__ = ["BundleCollector", "SCHEMA", "write_bundle"]
+__all__ = ["SCHEMA", "BundleCollector", "write_bundle"]

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
+from typing import Any
 
 from .interface import Collector, CollectorError, Observation
 
@@ -38,7 +39,7 @@ class KeyStoreCollector(Collector):
                                                        "files": entries})
 
 
-def from_inventory(inventory, home: Path) -> list[Collector]:
+def from_inventory(inventory: Any, home: Path) -> list[Collector]:
     munis = {s.id: s.municipality for s in inventory.sites}
     return [KeyStoreCollector(k.id, Path(k.path), k.owner_uid, site=k.site, municipality=munis.get(k.site))
             for k in inventory.key_stores]

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import abc
 import concurrent.futures as cf
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Callable, ClassVar, Iterable, Mapping, Sequence
+from typing import Any, ClassVar
 
 from policies import Evidence
 
@@ -60,6 +61,11 @@ class Collector(abc.ABC):
 Progress = Callable[[str, str], None]
 
 
+def _collect_all(collector: Collector) -> list[Observation]:
+    """Everything one collector observes (run on a worker thread)."""
+    return list(collector.collect())
+
+
 def run_collectors(collectors: Sequence[Collector], *, clock: Callable[[], datetime] = lambda: datetime.now(UTC),
                    progress: Progress | None = None, workers: int = 8) -> list[Evidence]:
     """Run every collector concurrently, each bounded by its own timeout."""
@@ -69,7 +75,7 @@ def run_collectors(collectors: Sequence[Collector], *, clock: Callable[[], datet
     pool = cf.ThreadPoolExecutor(max_workers=min(workers, len(collectors)),
                                  thread_name_prefix="collector")
     try:
-        futures = {c: pool.submit(lambda c=c: list(c.collect())) for c in collectors}
+        futures = {c: pool.submit(_collect_all, c) for c in collectors}
         for c, fut in futures.items():
             try:
                 observations = fut.result(timeout=c.timeout)

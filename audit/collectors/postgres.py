@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import secrets
 import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from .interface import Collector, CollectorError, Observation
 
@@ -67,7 +68,7 @@ def _rows(conn: Any, sql: str, *args: Any) -> list[dict[str, Any]]:
     with conn.cursor() as cur:
         cur.execute(sql, args or None)
         names = [d.name for d in cur.description]
-        return [dict(zip(names, row)) for row in cur.fetchall()]
+        return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
 
 
 class ReplicationCollector(Collector):

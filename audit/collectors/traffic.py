@@ -19,8 +19,9 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from .interface import Collector, CollectorError, Observation
 from .nftables import in_namespace, ns_lock, plans, ruleset, run
@@ -60,7 +61,8 @@ def probe(namespace: str, host: str, port: int, sni: str = "",
     cmd = in_namespace(namespace, sys.executable, "-c", _PROBE, host, str(port), str(timeout), sni)
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout * 3 + 10)
-        return json.loads(proc.stdout)
+        result: dict[str, Any] = json.loads(proc.stdout)
+        return result
     except (subprocess.TimeoutExpired, json.JSONDecodeError) as err:
         raise CollectorError(f"probe from {namespace} to {host}:{port} failed: {err}") from err
 
@@ -119,10 +121,11 @@ def trace(source_ns: str, dst: str, max_hops: int = 8) -> tuple[list[str], bool]
         gw = route[0].get("gateway") if route else None
         if gw is None:
             return hops, owners.get(dst) is not None
-        ns = owners.get(gw)
-        if ns is None or ns in hops:
-            return hops + [gw], False
-        hops.append(ns)
+        next_ns = owners.get(gw)
+        if next_ns is None or next_ns in hops:
+            return [*hops, gw], False
+        hops.append(next_ns)
+        ns = next_ns
     return hops, False
 
 
@@ -243,7 +246,7 @@ def _wait(cond: Any, seconds: float, message: str) -> None:
     raise CollectorError(message)
 
 
-def _targets(inventory: Any) -> list[tuple[str, list[dict], dict, dict, str | None]]:
+def _targets(inventory: Any) -> list[tuple[str, list[dict[str, Any]], dict[str, Any], dict[str, Any], str | None]]:
     from estate.network_plan import classified_segments, inside_segment
 
     classified = classified_segments(inventory)

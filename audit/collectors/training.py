@@ -5,9 +5,10 @@ this collector reports completion times and validity periods, never "current".""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from identity.training_enforce import DirectoryError, connect, read_directory
 from identity.training_store import SOCIALCARE_ROLE, TrainingStore, TrainingStoreError, redact_url
@@ -15,8 +16,12 @@ from identity.training_store import SOCIALCARE_ROLE, TrainingStore, TrainingStor
 from .interface import Collector, CollectorError, Observation
 
 
+def _stamp(t: datetime) -> str:
+    return t.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def _iso(t: datetime | None) -> str | None:
-    return t.strftime("%Y-%m-%dT%H:%M:%SZ") if t else None
+    return _stamp(t) if t else None
 
 
 class TrainingCollector(Collector):
@@ -67,7 +72,7 @@ class TrainingCollector(Collector):
                 "created_at": _iso(d.created_at), "first_login_at": _iso(d.first_login_at),
                 "in_store": st is not None and st.active,
                 "courses": [{"id": c.code, "validity_days": c.validity_days,
-                             "completions": sorted(_iso(t) for t in mine.get(c.code, []))}
+                             "completions": sorted(_stamp(t) for t in mine.get(c.code, []))}
                             for c in required]})
         return {
             "realm": self.keycloak["realm"], "role": self.role, "groups": self.groups,

@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import logging
 import ssl
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Mapping
+from typing import Any
 from urllib.parse import urlsplit
 
 from .interface import Collector, CollectorError, Observation
@@ -115,7 +116,7 @@ def _read_part(what: str, host_name: str, obj: Any, read: Callable[[Any], Any],
 
 
 def datacenter_of(moid: str | None, parents: Mapping[str, str | None],
-                  datacenters: Mapping[str, str]) -> str | None:
+                  datacenters: Mapping[str, str | None]) -> str | None:
     """Walk ``parent`` links up to the first datacenter."""
     seen = set()
     while moid is not None and moid not in seen:
@@ -136,13 +137,13 @@ def shape(objects: Iterable[tuple[str, str, Any, Mapping[str, Any]]], placement:
     parents = {moid: _moid(p.get("parent")) for _, moid, _, p in objects}
     datacenters = {moid: p.get("name") for t, moid, _, p in objects if t == "Datacenter"}
     host_names = {moid: p.get("name") for t, moid, _, p in objects if t == "HostSystem"}
-    for typ, moid, obj, props in objects:
+    for typ, moid, _obj, props in objects:
         if typ == "HostSystem":
             yield _host(moid, props, placement, datacenter_of(moid, parents, datacenters))
         elif typ == "VirtualMachine" and not props.get("config.template"):
             host = _moid(props.get("runtime.host"))
             dc = datacenter_of(moid, parents, datacenters) or datacenter_of(host, parents, datacenters)
-            yield _vm(props, placement, dc, host_names.get(host))
+            yield _vm(props, placement, dc, host_names.get(host) if host is not None else None)
 
 
 def _host(moid: str, props: Mapping[str, Any], placement: Placement, dc: str | None) -> Observation:
@@ -196,19 +197,19 @@ def retrieve(content: Any) -> list[tuple[str, str, Any, dict[str, Any]]]:
     view = content.viewManager.CreateContainerView(
         content.rootFolder, [vim.HostSystem, vim.VirtualMachine, vim.Datacenter, vim.Folder,
                              vim.ComputeResource], True)
+    collector: Any = vmodl.query.PropertyCollector  # pyVmomi's spec classes carry no annotations
     try:
-        traversal = vmodl.query.PropertyCollector.TraversalSpec(
-            name="view", path="view", skip=False, type=vim.view.ContainerView)
-        spec = vmodl.query.PropertyCollector.FilterSpec(
-            objectSet=[vmodl.query.PropertyCollector.ObjectSpec(obj=view, skip=True, selectSet=[traversal])],
-            propSet=[vmodl.query.PropertyCollector.PropertySpec(type=t, pathSet=list(paths))
+        traversal = collector.TraversalSpec(name="view", path="view", skip=False, type=vim.view.ContainerView)
+        spec = collector.FilterSpec(
+            objectSet=[collector.ObjectSpec(obj=view, skip=True, selectSet=[traversal])],
+            propSet=[collector.PropertySpec(type=t, pathSet=list(paths))
                      for t, paths in ((vim.HostSystem, HOST_PROPERTIES),
                                       (vim.VirtualMachine, VM_PROPERTIES),
                                       (vim.Datacenter, TREE_PROPERTIES),
                                       (vim.Folder, TREE_PROPERTIES),
                                       (vim.ComputeResource, TREE_PROPERTIES))])
         pc = content.propertyCollector
-        result = pc.RetrievePropertiesEx([spec], vmodl.query.PropertyCollector.RetrieveOptions())
+        result = pc.RetrievePropertiesEx([spec], collector.RetrieveOptions())
         out = []
         while result is not None:
             for oc in result.objects:
@@ -246,8 +247,9 @@ class VSphereCollector(Collector):
         self.placement = placement
 
     def collect(self) -> Iterable[Observation]:
-        from pyVim.connect import Disconnect
+        from pyVim import connect as pyvim
 
+        disconnect: Any = pyvim.Disconnect  # pyVim's functions carry no annotations
         si = self._connect()
         try:
             content = si.RetrieveContent()
@@ -259,7 +261,7 @@ class VSphereCollector(Collector):
             observations = list(shape(objects, self.placement))
         finally:
             try:
-                Disconnect(si)
+                disconnect(si)
             except Exception:  # a failed logout must not hide the evidence
                 pass
         if not any(o.kind == "vsphere.host" for o in observations):
@@ -275,12 +277,13 @@ def connector(url: str, username: str, password: str, ca_file: str | None,
         raise CollectorError(f"vSphere url {url!r} must be https://HOST[:PORT]/sdk")
 
     def connect() -> Any:
-        from pyVim.connect import SmartConnect
+        from pyVim import connect as pyvim
         from pyVmomi import vim
 
+        smart_connect: Any = pyvim.SmartConnect  # pyVim's functions carry no annotations
         ctx = ssl_context(ca_file, unsafe_skip_tls_verify)
         try:
-            return SmartConnect(host=parts.hostname, port=parts.port or 443, user=username,
+            return smart_connect(host=parts.hostname, port=parts.port or 443, user=username,
                                 pwd=password, sslContext=ctx, path=parts.path or "/sdk",
                                 connectionPoolTimeout=30)
         except vim.fault.InvalidLogin as err:

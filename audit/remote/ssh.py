@@ -239,7 +239,9 @@ def _host_key_error(target: Target, known: Any, presented: Any) -> HostError:
     pinned = asyncssh.match_known_hosts(known, address, address, c.port)[0]
     shown = fingerprint(presented) if presented is not None else "a key it could not decode"
     if pinned:
-        return HostKeyMismatch(target.label, [fingerprint(k) for k in pinned], shown)
+        # The address is matched as host name and as IP, so one line can come back twice.
+        fingerprints = list(dict.fromkeys(fingerprint(k) for k in pinned))
+        return HostKeyMismatch(target.label, fingerprints, shown)
     return UnknownHostKey(target.label, shown, str(c.known_hosts))
 
 

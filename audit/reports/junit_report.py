@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import json
 import xml.etree.ElementTree as ET
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from policies import Level, Status
 from policies.model import LEVEL_TITLES
@@ -34,7 +35,8 @@ def _skip_reason(f: Mapping[str, Any]) -> str:
     w = f.get("waiver")
     if f["status"] == Status.WAIVED.value and w:
         return f"waived by {w['id']} until {w['expires_at']}: {w['reason']}"
-    return f["message"]
+    message: str = f["message"]
+    return message
 
 
 def build_junit(report: Mapping[str, Any]) -> ET.Element:
@@ -73,9 +75,10 @@ def build_junit(report: Mapping[str, Any]) -> ET.Element:
 
 
 def render_junit(report: Mapping[str, Any]) -> bytes:
-    tree = ET.ElementTree(build_junit(report))
-    ET.indent(tree)
-    return ET.tostring(tree.getroot(), encoding="utf-8", xml_declaration=True) + b"\n"
+    root = build_junit(report)
+    ET.indent(ET.ElementTree(root))
+    xml: bytes = ET.tostring(root, encoding="utf-8", xml_declaration=True)  # bytes for any encoding but "unicode"
+    return xml + b"\n"
 
 
 def write_junit(report: Mapping[str, Any], out_dir: Path) -> Path:

@@ -11,9 +11,10 @@ report twice gives the same document.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from trestle.oscal import OSCAL_VERSION
 from trestle.oscal import common as oc
@@ -136,13 +137,13 @@ def build_oscal(report: Mapping[str, Any]) -> AssessmentResults:
     reviewed = oc.ReviewedControls(control_selections=[
         oc.ControlSelections(include_controls=[oc.SelectControlById(control_id=c) for c in controls])
         if controls else oc.ControlSelectionsAll(include_all=oc.IncludeAll())])
-    collected = [o.collected for o in observations.values()]
+    collected_times = [o.collected for o in observations.values()]
     result = Result(
         uuid=_uuid(rid, "result"),
         title=f"Skydd audit of {report['inventory']['name']}",
         description=(f"Automated audit {rid}: overall {report['summary']['status']}, "
                      f"{len(findings)} findings."),
-        start=min(collected, default=generated), end=generated,
+        start=min(collected_times, default=generated), end=generated,
         props=_props(report_id=rid, overall=report["summary"]["status"],
                      inventory_digest=report["inventory"]["digest"],
                      catalog_digest=report["catalog"]["digest"]),

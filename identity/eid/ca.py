@@ -56,7 +56,7 @@ class CardAuthority:
         self.revoked: dict[int, datetime] = dict(revoked or {})
 
     @staticmethod
-    def create(name: str, at: datetime, *, days: int = 3650) -> "CardAuthority":
+    def create(name: str, at: datetime, *, days: int = 3650) -> CardAuthority:
         key = new_key()
         subject = x509.Name([x509.NameAttribute(NameOID.COUNTRY_NAME, "SE"),
                              x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Skydd lab"),
@@ -75,7 +75,7 @@ class CardAuthority:
         return CardAuthority(key, cert)
 
     @staticmethod
-    def load(cert_pem: bytes, key_pem: bytes) -> "CardAuthority":
+    def load(cert_pem: bytes, key_pem: bytes) -> CardAuthority:
         key = serialization.load_pem_private_key(key_pem, password=None)
         if not isinstance(key, ec.EllipticCurvePrivateKey):
             raise ValueError("the CA key is not an EC key")

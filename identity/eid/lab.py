@@ -42,12 +42,29 @@ class LabPki:
         self.cards = root / "cards"
 
     # paths other parts of the lab rely on
-    ca_pem = property(lambda self: self.root / "ca.pem")
-    server_pem = property(lambda self: self.root / "server.pem")
-    server_key = property(lambda self: self.root / "server.key")
-    eid_ca_pem = property(lambda self: self.root / "eid-ca.pem")
-    crl_pem = property(lambda self: self.root / "crl.pem")
-    foreign_ca_pem = property(lambda self: self.root / "foreign-ca.pem")
+    @property
+    def ca_pem(self) -> Path:
+        return self.root / "ca.pem"
+
+    @property
+    def server_pem(self) -> Path:
+        return self.root / "server.pem"
+
+    @property
+    def server_key(self) -> Path:
+        return self.root / "server.key"
+
+    @property
+    def eid_ca_pem(self) -> Path:
+        return self.root / "eid-ca.pem"
+
+    @property
+    def crl_pem(self) -> Path:
+        return self.root / "crl.pem"
+
+    @property
+    def foreign_ca_pem(self) -> Path:
+        return self.root / "foreign-ca.pem"
 
     def ensure(self, at: datetime) -> None:
         self.root.mkdir(parents=True, exist_ok=True)

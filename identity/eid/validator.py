@@ -8,9 +8,10 @@ against the issuer's CRL (a CRL that is missing, badly signed or stale refuses t
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Sequence
+from typing import TypeVar
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -18,6 +19,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from .ca import SITHS_LAB_POLICY_OID
+
+_E = TypeVar("_E", bound=x509.ExtensionType)
 
 REASONS = ("chain", "validity", "key-usage", "eku", "policy", "revocation", "identity")
 
@@ -45,6 +48,8 @@ class CardVerdict:
 def _signed_by(cert: x509.Certificate | x509.CertificateRevocationList, issuer: x509.Certificate) -> bool:
     key = issuer.public_key()
     algo = cert.signature_hash_algorithm
+    if algo is None:  # Ed25519/Ed448 signatures: no e-ID issuer key (EC or RSA) makes them
+        return False
     data = cert.tbs_certificate_bytes if isinstance(cert, x509.Certificate) else cert.tbs_certlist_bytes
     try:
         if isinstance(key, ec.EllipticCurvePublicKey):
@@ -58,7 +63,7 @@ def _signed_by(cert: x509.Certificate | x509.CertificateRevocationList, issuer: 
     return True
 
 
-def _ext(cert: x509.Certificate, cls: type) -> x509.Extension | None:
+def _ext(cert: x509.Certificate, cls: type[_E]) -> x509.Extension[_E] | None:
     try:
         return cert.extensions.get_extension_for_class(cls)
     except x509.ExtensionNotFound:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import stat
+from collections.abc import Mapping
 from datetime import datetime
-from typing import Any, Mapping
+from typing import Any
 
 from ..checks import Outcome, named_check, resolve
 from ..errors import EvidenceMissing

@@ -10,8 +10,9 @@ The evidence shape (one per system with a database, written by audit/collectors/
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
-from typing import Any, Mapping
+from typing import Any
 
 from ..checks import Outcome, named_check, resolve
 from ..errors import EvidenceMissing

@@ -11,8 +11,9 @@ destination fall inside one declared flow.
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Iterator, Mapping
 from datetime import datetime
-from typing import Any, Iterator, Mapping
+from typing import Any
 
 from ..checks import Outcome, named_check, parse_duration, parse_time, resolve
 from ..errors import EvidenceMissing
@@ -61,9 +62,10 @@ class Ruleset:
                 elif "vmap" in e:
                     for k, verdict in e["vmap"].get("data", {}).get("set", []):
                         if isinstance(verdict, Mapping) and "accept" in verdict:
-                            yield conds + [{"match": {"op": "==", "left": e["vmap"]["key"], "right": k}}]
+                            yield [*conds, {"match": {"op": "==", "left": e["vmap"]["key"], "right": k}}]
                 elif "jump" in e or "goto" in e:
-                    target = (e.get("jump") or e.get("goto"))["target"]
+                    verdict_node: Any = e.get("jump") or e.get("goto")  # nft JSON: {"target": chain}
+                    target = verdict_node["target"]
                     for sub in self.accept_paths((key[0], key[1], target), depth + 1):
                         yield conds + sub
 
@@ -132,7 +134,7 @@ def describe(path: list[Any], rs: Ruleset, key: tuple[str, str, str]) -> list[di
             for el in rs.elements(key[0], key[1], right):
                 vals = el.get("concat", []) if isinstance(el, Mapping) else []
                 row: dict[str, Any] = {}
-                for f, v in zip(fields, vals):
+                for f, v in zip(fields, vals, strict=False):  # a malformed element has no values
                     if f.endswith(".saddr"):
                         row["saddr"] = _net(v)
                     elif f.endswith(".daddr"):
@@ -208,7 +210,7 @@ def nft_declared_flows_only(data: Any, params: Mapping[str, Any], at: datetime) 
     if not chains:
         return Outcome(False, "forward has no default-deny chain: every flow is allowed", {})
     undeclared: dict[str, list[str]] = {}
-    for key, c in chains:
+    for key, _chain in chains:
         for p in rs.accept_paths(key):
             for t in describe(p, rs, key):
                 if t["kind"] is None and not _within(t, flows):

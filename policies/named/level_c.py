@@ -9,10 +9,11 @@ part raises ``EvidenceMissing`` so the finding is ``error``, never ``pass``.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from datetime import datetime
 from functools import cache
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from ..checks import Outcome, named_check, resolve
 from ..errors import CatalogError, EvidenceMissing

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from itertools import product
-from typing import Any, Mapping
+from typing import Any
 
 from ..checks import Outcome, named_check, resolve
 from ..errors import EvidenceMissing
@@ -66,7 +67,7 @@ def flow_requires(data: Any, params: Mapping[str, Any], at: datetime) -> Outcome
     paths = [p for p in flow_paths(flow.get("executions") or []) if p and p != {COOKIE}]
     if not paths:
         return Outcome(False, f"{which} {flow.get('alias')!r} has no way to log in", {which: []})
-    weak = sorted((sorted(p) for p in paths if not needed <= p))
+    weak = sorted(sorted(p) for p in paths if not needed <= p)
     shown = {which: flow.get("alias"), "paths": sorted(sorted(p) for p in paths)}
     if weak:
         return Outcome(False, f"{which} {flow.get('alias')!r} admits a login without "
@@ -99,12 +100,14 @@ def card_checks(data: Any, params: Mapping[str, Any], at: datetime) -> Outcome:
     for node in cards:
         cfg = node.get("config") or {}
         want = {
-            "x509-cert-auth.timestamp-validation-enabled": cfg.get("x509-cert-auth.timestamp-validation-enabled") == "true",
+            "x509-cert-auth.timestamp-validation-enabled":
+                cfg.get("x509-cert-auth.timestamp-validation-enabled") == "true",
             "revocation (CRL or OCSP)": cfg.get("x509-cert-auth.crl-checking-enabled") == "true"
             or cfg.get("x509-cert-auth.ocsp-checking-enabled") == "true",
             "x509-cert-auth.ocsp-fail-open off": cfg.get("x509-cert-auth.ocsp-fail-open", "false") != "true",
             "x509-cert-auth.keyusage digitalSignature": "digitalSignature" in cfg.get("x509-cert-auth.keyusage", ""),
-            "x509-cert-auth.extendedkeyusage clientAuth": "1.3.6.1.5.5.7.3.2" in cfg.get("x509-cert-auth.extendedkeyusage", ""),
+            "x509-cert-auth.extendedkeyusage clientAuth":
+                "1.3.6.1.5.5.7.3.2" in cfg.get("x509-cert-auth.extendedkeyusage", ""),
             "x509-cert-auth.certificate-policy": bool(cfg.get("x509-cert-auth.certificate-policy")),
             f"maps to {params.get('attribute', 'hsaId')}":
                 cfg.get("x509-cert-auth.mapper-selection.user-attribute-name") == params.get("attribute", "hsaId"),
@@ -157,7 +160,8 @@ def tokens_acr_amr(data: Any, params: Mapping[str, Any], at: datetime) -> Outcom
 # -- the live login probe --------------------------------------------------------------------------
 
 def _scenario(data: Any, name: str) -> Mapping[str, Any]:
-    return resolve(data, ("scenarios", name), f"scenarios.{name}")
+    scenario: Mapping[str, Any] = resolve(data, ("scenarios", name), f"scenarios.{name}")
+    return scenario
 
 
 @named_check("keycloak_probe_card_otp")
@@ -169,7 +173,8 @@ def probe_card_otp(data: Any, params: Mapping[str, Any], at: datetime) -> Outcom
                        {"pages": s.get("pages"), "detail": s.get("detail")})
     c = s.get("claims") or {}
     client = data.get("client_id")
-    aud = c.get("aud") if isinstance(c.get("aud"), list) else [c.get("aud")]
+    raw_aud = c.get("aud")
+    aud = raw_aud if isinstance(raw_aud, list) else [raw_aud]
     problems = []
     if "otp" not in (s.get("pages") or []) and "otp-enrolment" not in (s.get("pages") or []):
         problems.append("no OTP step was asked for")

@@ -8,8 +8,9 @@ Validity is judged at ``at``.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from ..checks import Outcome, named_check, parse_duration, parse_time, resolve
 from ..errors import EvidenceMissing

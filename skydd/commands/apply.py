@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import difflib
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Mapping, Optional
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -37,14 +38,15 @@ def diff_lines(diff: Mapping[str, Any]) -> list[str]:
 
 
 def apply(
-    inventory: Annotated[Optional[Path], typer.Option("--inventory", help="Inventory YAML (default: the lab's).")] = None,
-    level: Annotated[Optional[str], typer.Option(help="Levels, e.g. a,b.")] = None,
-    control: Annotated[Optional[str], typer.Option(help="Control ids, comma separated.")] = None,
-    profile: Annotated[Optional[str], typer.Option(help="A tailoring in policies/profiles/ (e.g. lab).")] = None,
-    site: Annotated[Optional[str], typer.Option(help="Only the hosts of this site.")] = None,
+    inventory: Annotated[Path | None, typer.Option("--inventory", help="Inventory YAML (default: the lab's).")] = None,
+    level: Annotated[str | None, typer.Option(help="Levels, e.g. a,b.")] = None,
+    control: Annotated[str | None, typer.Option(help="Control ids, comma separated.")] = None,
+    profile: Annotated[str | None, typer.Option(help="A tailoring in policies/profiles/ (e.g. lab).")] = None,
+    site: Annotated[str | None, typer.Option(help="Only the hosts of this site.")] = None,
     check: Annotated[bool, typer.Option("--check", help="Show what would change; change nothing.")] = False,
     diff: Annotated[bool, typer.Option("--diff", help="Show the changes in detail.")] = False,
-    allow_disruptive: Annotated[bool, typer.Option("--allow-disruptive", help="Also apply controls marked disruptive.")] = False,
+    allow_disruptive: Annotated[bool, typer.Option("--allow-disruptive",
+                                                   help="Also apply controls marked disruptive.")] = False,
 ) -> None:
     """Apply the selected controls with Ansible, then audit them. Exit 0 ok, 1 a task failed or
     a host was unreachable, 2 bad input."""
@@ -101,7 +103,7 @@ def apply(
         out.print(f"not run after the failure: {escape(str(book))}")
     if result.audit is not None:
         summary = result.audit.report["summary"]
-        counts = {}
+        counts: dict[str, int] = {}
         for lv in summary["levels"].values():
             for k, n in lv.items():
                 counts[k] = counts.get(k, 0) + n

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -13,12 +13,18 @@ from estate.settings import Settings
 from skydd.lab.errors import LabError
 
 from ..lab import services
+from ..lab.service import Progress
 
 lab_app = typer.Typer(no_args_is_help=True, help="The local lab of real services (root).")
 # Markup for styling our own words only: service names, messages and errors are escaped.
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
-OnlyOpt = Annotated[Optional[str], typer.Option("--only", help="Only these services, comma separated.")]
+OnlyOpt = Annotated[str | None, typer.Option("--only", help="Only these services, comma separated.")]
+
+
+def _progress(name: str) -> Progress:
+    """A service's progress lines, indented under its name."""
+    return lambda msg: err.print(f"  {escape(name)}: {escape(str(msg))}")
 
 
 def _only(only: str | None) -> list[str] | None:
@@ -33,7 +39,7 @@ def up(only: OnlyOpt = None) -> None:
     for svc in services(settings.home, _only(only)):
         err.print(f"[bold]{escape(svc.name)}[/]: starting")
         try:
-            svc.up(lambda msg, n=svc.name: err.print(f"  {escape(n)}: {escape(str(msg))}"))
+            svc.up(_progress(svc.name))
         except LabError as e:
             err.print(f"{escape(svc.name)}: failed: {escape(str(e))}")
             raise typer.Exit(1) from e
@@ -46,7 +52,7 @@ def down(only: OnlyOpt = None) -> None:
     failed = False
     for svc in reversed(services(Settings.from_env().home, _only(only))):
         try:
-            svc.down(lambda msg, n=svc.name: err.print(f"  {escape(n)}: {escape(str(msg))}"))
+            svc.down(_progress(svc.name))
             err.print(f"{escape(svc.name)}: down")
         except LabError as e:
             err.print(f"{escape(svc.name)}: failed to stop: {escape(str(e))}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any
 
 import typer
 
@@ -20,7 +20,7 @@ from ..output import err, out
 
 training_app = typer.Typer(no_args_is_help=True, help="Training records that gate access (level e).")
 
-InventoryOpt = Annotated[Optional[Path], typer.Option("--inventory", help="Inventory YAML (default: the lab's).")]
+InventoryOpt = Annotated[Path | None, typer.Option("--inventory", help="Inventory YAML (default: the lab's).")]
 
 
 class StoreUnavailable(SkyddError):
@@ -42,7 +42,7 @@ def _now() -> datetime:
 @training_app.command("import")
 def import_cmd(
     file: Annotated[Path, typer.Argument(help="An LMS export (CSV or JSON).")],
-    fmt: Annotated[Optional[str], typer.Option("--format", help="csv or json (default: from the name).")] = None,
+    fmt: Annotated[str | None, typer.Option("--format", help="csv or json (default: from the name).")] = None,
     inventory: InventoryOpt = None,
 ) -> None:
     """Load an LMS export, all or nothing. Exit 0 loaded, 1 rejected (nothing written)."""
@@ -104,7 +104,7 @@ def status_cmd(
     out.print(f"{len(overdue)} of {len(standings)} user(s) overdue at {at:%Y-%m-%d %H:%M}Z")
 
 
-def status_json(standings: list[UserStanding], at: datetime) -> dict:
+def status_json(standings: list[UserStanding], at: datetime) -> dict[str, Any]:
     def iso(t: datetime | None) -> str | None:
         return t.strftime("%Y-%m-%dT%H:%M:%SZ") if t else None
 
@@ -118,7 +118,7 @@ def status_json(standings: list[UserStanding], at: datetime) -> dict:
         "overdue": sum(1 for s in standings if not s.current)}
 
 
-def _log(settings: Settings, event: str, data: dict) -> None:
+def _log(settings: Settings, event: str, data: dict[str, Any]) -> None:
     from audit import log
     from audit.signing import load_signer
 

@@ -195,7 +195,8 @@ class Service(LabService):
         try:
             with urllib.request.urlopen(f"https://{HOSTNAME}:{MANAGEMENT_PORT}/health/ready",
                                         context=self._ssl(), timeout=3) as r:
-                return r.status == 200
+                status: int = r.status
+                return status == 200
         except (OSError, urllib.error.URLError, ssl.SSLError):
             return False
 

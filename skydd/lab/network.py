@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from estate.inventory import Inventory
+from estate.inventory import Firewall, Inventory, Link
 from estate.network_plan import ip_of, segments
 
 from . import management, ssh
@@ -50,6 +50,13 @@ def ns_pids(ns: str) -> list[int]:
 
 def _core_iface(fw_id: str) -> str:
     return ("m-" + fw_id)[:15]
+
+
+def _wiring(fw: Firewall) -> tuple[str, Link, Link] | None:
+    """A firewall's namespace, inside and outside link; None if the lab cannot wire it."""
+    if fw.namespace is None or fw.inside is None or fw.outside is None:
+        return None
+    return fw.namespace, fw.inside, fw.outside
 
 
 class Service(LabService):
@@ -103,31 +110,32 @@ class Service(LabService):
         lans: set[str] = set()
         for m in inv.municipalities:
             fws = sorted((f for f in inv.firewalls if f.municipality == m.id), key=lambda f: f.position)
-            if len(fws) != 2 or any(f.namespace is None or f.inside is None or f.outside is None
-                                    for f in fws):
+            wired = [w for w in (_wiring(f) for f in fws) if w is not None]
+            if len(fws) != 2 or len(wired) != 2:
                 raise LabError(f"municipality {m.id}: the lab needs fw1 and fw2 with namespace, "
                                f"inside and outside links")
             fw1, fw2 = fws
+            (fw1_ns, fw1_in, fw1_out), (fw2_ns, fw2_in, fw2_out) = wired
             lan = next((seg for sid, seg in segments(inv) if sid == fw1.site and seg.namespace
                         and ipaddress.ip_network(seg.network)
-                        == ipaddress.ip_interface(fw1.inside.address).network), None)
-            if lan is None:
+                        == ipaddress.ip_interface(fw1_in.address).network), None)
+            if lan is None or lan.namespace is None:
                 raise LabError(f"municipality {m.id}: no segment behind {fw1.id}'s inside link")
             lans.add(lan.namespace)
             prefix = ipaddress.ip_network(lan.network).prefixlen
             self._veth(lan.namespace, "lan0", f"{lan.host}/{prefix}",
-                       fw1.namespace, fw1.inside.interface, fw1.inside.address)
-            self._veth(fw1.namespace, fw1.outside.interface, fw1.outside.address,
-                       fw2.namespace, fw2.inside.interface, fw2.inside.address)
-            core_prefix = ipaddress.ip_interface(fw2.outside.address).network.prefixlen
-            self._veth(fw2.namespace, fw2.outside.interface, fw2.outside.address,
-                       CORE, _core_iface(fw2.id), f"{fw2.outside.peer}/{core_prefix}")
+                       fw1_ns, fw1_in.interface, fw1_in.address)
+            self._veth(fw1_ns, fw1_out.interface, fw1_out.address,
+                       fw2_ns, fw2_in.interface, fw2_in.address)
+            core_prefix = ipaddress.ip_interface(fw2_out.address).network.prefixlen
+            self._veth(fw2_ns, fw2_out.interface, fw2_out.address,
+                       CORE, _core_iface(fw2.id), f"{fw2_out.peer}/{core_prefix}")
             _run("ip", "-n", lan.namespace, "route", "add", "default", "via", lan.gateway)
-            _run("ip", "-n", fw1.namespace, "route", "add", "default", "via", fw1.outside.peer)
-            _run("ip", "-n", fw2.namespace, "route", "add", "default", "via", fw2.outside.peer)
-            _run("ip", "-n", fw2.namespace, "route", "add", lan.network, "via", fw2.inside.peer)
-            _run("ip", "-n", CORE, "route", "add", lan.network, "via", ip_of(fw2.outside.address))
-            for ns in (fw1.namespace, fw2.namespace):
+            _run("ip", "-n", fw1_ns, "route", "add", "default", "via", fw1_out.peer)
+            _run("ip", "-n", fw2_ns, "route", "add", "default", "via", fw2_out.peer)
+            _run("ip", "-n", fw2_ns, "route", "add", lan.network, "via", fw2_in.peer)
+            _run("ip", "-n", CORE, "route", "add", lan.network, "via", ip_of(fw2_out.address))
+            for ns in (fw1_ns, fw2_ns):
                 _run("ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv4.ip_forward=1")
             progress(f"{m.id}: lan → {fw1.id} → {fw2.id} → core")
         for _, seg in segments(inv):  # behind core: dc, site4
@@ -155,7 +163,7 @@ class Service(LabService):
 
     def _start_dc(self, inv: Inventory, progress: Progress) -> None:
         dc = next((seg for _, seg in segments(inv) if seg.classified and seg.namespace), None)
-        if dc is None:
+        if dc is None or dc.namespace is None:
             raise LabError("the lab inventory has no classified segment with a namespace")
         cert, key = _lab_cert(self.dc_dir(), dc.host)
         # A real database in the dc (the postgres lab service) takes the database port.

@@ -21,7 +21,7 @@ BODY = b"socialcare stand-in: ok\n"
 class _App(BaseHTTPRequestHandler):
     server_version = "socialcare-standin/1"
 
-    def do_GET(self) -> None:  # noqa: N802 (http.server API)
+    def do_GET(self) -> None:
         self.send_response(200)
         self.send_header("Content-Type", "text/plain")
         self.send_header("Content-Length", str(len(BODY)))

@@ -246,7 +246,8 @@ class Service(LabService):
 
     def _read_state(self) -> dict[str, Any]:
         try:
-            return json.loads((self.state_dir / "state.json").read_text())
+            state: dict[str, Any] = json.loads((self.state_dir / "state.json").read_text())
+            return state
         except (OSError, ValueError):
             return {}
 

@@ -7,8 +7,9 @@ lab started (by PID files and names under ``$SKYDD_HOME/lab``); ``status`` never
 from __future__ import annotations
 
 import abc
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from estate.inventory import Inventory
@@ -24,7 +25,7 @@ class LabService(abc.ABC):
         self.state_dir = home / "lab" / self.name
         self.inventory_path: Path | None = None  # None: the lab inventory
 
-    def _inventory(self) -> "Inventory":
+    def _inventory(self) -> Inventory:
         """The inventory the lab is built from; a bad one is a ``LabError`` naming the problem."""
         from estate.errors import InputError
         from estate.loader import load_inventory

@@ -10,7 +10,8 @@ Files (``$SKYDD_HOME/lab/ssh/``):
   public key), ``sshd.pid`` and ``sshd.log``.
 
 ``stop`` ends every sshd the lab started (by its pid file, after checking the process is that
-sshd) and removes the host folders and ``known_hosts``.
+sshd) and removes the host folders and ``known_hosts``. ``stop_host`` and ``restart_host`` stop
+and start one host's sshd with its files kept (the lab tests take one host off the network).
 """
 
 from __future__ import annotations
@@ -133,11 +134,23 @@ def start(home: Path, hosts: list[ManagedHost], timeout: float = 15) -> dict[str
         pinned[h.address] = f"{h.address} {' '.join(public.split()[:2])}"
         _write_private(folder / "authorized_keys", (client + "\n").encode())
         (folder / "sshd_config").write_text(sshd_config(h, folder))
-        run("ip", "netns", "exec", h.namespace, SSHD, "-f", str(folder / "sshd_config"),
-            "-E", str(folder / "sshd.log"))
+        _launch(home, h)
     tmp = known_hosts(home).with_suffix(".tmp")
     tmp.write_text("".join(line + "\n" for line in pinned.values()))
     tmp.replace(known_hosts(home))
+    _wait_started(home, hosts, timeout)
+    return pinned
+
+
+def _launch(home: Path, host: ManagedHost) -> None:
+    """Start the host's sshd in its namespace from the files in its folder (it daemonises)."""
+    folder = host_dir(home, host)
+    run("ip", "netns", "exec", host.namespace, SSHD, "-f", str(folder / "sshd_config"),
+        "-E", str(folder / "sshd.log"))
+
+
+def _wait_started(home: Path, hosts: list[ManagedHost], timeout: float) -> None:
+    """Wait until every host's sshd wrote its pid file (sshd writes it once it listens)."""
     deadline = time.monotonic() + timeout
     waiting = list(hosts)
     while waiting and time.monotonic() < deadline:
@@ -150,7 +163,39 @@ def start(home: Path, hosts: list[ManagedHost], timeout: float = 15) -> dict[str
         last = log.read_text().strip().splitlines()[-1:] if log.exists() else []
         raise LabError(f"sshd of {h.name} did not start on {h.address}:22 within {timeout:.0f} s"
                        + (f": {last[0]}" if last else f" (see {log})"))
-    return pinned
+
+
+def stop_host(home: Path, host: ManagedHost, timeout: float = 5) -> bool:
+    """Stop one host's sshd (its listener, by its pid file) and keep its files, so
+    ``restart_host`` brings back the same server with the same pinned host key. Sessions
+    already open are not ended. Returns whether it was running."""
+    folder = host_dir(home, host)
+    pid = _pid(folder)
+    if pid is None:
+        return False
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, sig)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and _pid(folder) is not None:
+            time.sleep(0.05)
+        if _pid(folder) is None:
+            break
+    else:
+        raise LabError(f"sshd of {host.name} (pid {pid}) did not stop")
+    (folder / "sshd.pid").unlink(missing_ok=True)
+    return True
+
+
+def restart_host(home: Path, host: ManagedHost, timeout: float = 15) -> None:
+    """Start one host's sshd again as ``start`` does, with the host key and files ``start``
+    wrote (so ``known_hosts`` still pins it); a running one is stopped first."""
+    folder = host_dir(home, host)
+    if not (folder / "sshd_config").exists() or not (folder / HOST_KEY).exists():
+        raise LabError(f"sshd of {host.name} was never set up in {folder}: run 'skydd lab up'")
+    stop_host(home, host)
+    _launch(home, host)
+    _wait_started(home, [host], timeout)
 
 
 def _pid(folder: Path) -> int | None:

@@ -246,8 +246,7 @@ class Service(LabService):
         _write(state / "password", secrets.token_urlsafe(18).encode() + b"\n", 0o600)
         make_tls(state, datetime.now(UTC))
         progress(f"starting skydd-vcsim on {HOST}:{PORT}")
-        log = open(state / "vcsim.log", "ab")
-        try:
+        with open(state / "vcsim.log", "ab") as log:  # the child keeps its own copy
             proc = subprocess.Popen(
                 [str(binary), "-l", f"{HOST}:{PORT}", "-username", str(state / "username"),
                  "-password", str(state / "password"), "-tlscert", str(state / "server.pem"),
@@ -256,8 +255,6 @@ class Service(LabService):
                  "-builds", ",".join(HOST_BUILDS)],
                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log,
                 start_new_session=True)
-        finally:
-            log.close()
         _write(self.pid_file, f"{proc.pid}\n".encode(), 0o644)
         deadline = time.monotonic() + 30
         while not _port_open(HOST, PORT):
@@ -321,24 +318,28 @@ def seed(url: str, username: str, password: str, ca_file: str) -> None:
     import ssl
     from urllib.parse import urlsplit
 
-    from pyVim.connect import Disconnect, SmartConnect
-    from pyVmomi import vim
+    import pyVmomi
+    from pyVim import connect as pyvim
 
+    # pyVim's functions and pyVmomi's data objects carry no annotations: used through Any.
+    vim: Any = pyVmomi.vim
+    smart_connect: Any = pyvim.SmartConnect
+    disconnect: Any = pyvim.Disconnect
     parts = urlsplit(url)
-    si = SmartConnect(host=parts.hostname, port=parts.port, user=username, pwd=password,
-                      sslContext=ssl.create_default_context(cafile=ca_file))
+    si = smart_connect(host=parts.hostname, port=parts.port, user=username, pwd=password,
+                       sslContext=ssl.create_default_context(cafile=ca_file))
     try:
         content = si.RetrieveContent()
         dcs = [e for e in content.rootFolder.childEntity if isinstance(e, vim.Datacenter)]
         dcs.sort(key=lambda d: d.name)
-        for dc, dc_name, vm_names in zip(dcs, DATACENTERS, VM_NAMES):
+        for dc, dc_name, vm_names in zip(dcs, DATACENTERS, VM_NAMES, strict=True):  # vcsim -dc made them
             hosts = _all(content, dc, vim.HostSystem)  # vcsim cannot rename hosts: DC0_C0_H0 …
             vms = sorted(_all(content, dc, vim.VirtualMachine), key=lambda v: v.name)
             _wait(dc.Rename_Task(dc_name))
             for host in hosts:
                 host.configManager.advancedOption.UpdateOptions(changedValue=[
                     vim.option.OptionValue(key=k, value=v) for k, v in INSECURE_HOST_OPTIONS.items()])
-            for vm, name in zip(vms, vm_names):
+            for vm, name in zip(vms, vm_names, strict=False):  # names the first VMs, by simulator name
                 _wait(vm.Rename_Task(name))
                 if name in CLASSIFIED_VMS:
                     _wait(vm.ReconfigVM_Task(spec=_insecure_vm_spec(vim)))
@@ -348,7 +349,7 @@ def seed(url: str, username: str, password: str, ca_file: str) -> None:
             info=vim.encryption.KmipServerInfo(name="kms1", address="kms.dc.socialcare.lab", port=5696)))
         crypto.MarkDefault(clusterId=vim.encryption.KeyProviderId(id=KMS_CLUSTER))
     finally:
-        Disconnect(si)
+        disconnect(si)
 
 
 def _all(content: Any, root: Any, kind: Any) -> list[Any]:

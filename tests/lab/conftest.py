@@ -5,8 +5,9 @@ fails the tests that need it; outside CI as non-root the lab tests skip."""
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 

@@ -73,9 +73,16 @@ class Host:
 
 @dataclass
 class Hosts:
+    """``prefix`` names the namespaces and links (the tests' ``skt``; the bench's ``skb``);
+    ``net`` is the /24 the hosts' /30s come from, starting at ``first`` (default: a block of
+    eight hosts picked by the tag, so parallel test runs do not collide)."""
+
     root: Path
     tag: str = field(default_factory=lambda: f"{os.getpid() % 1000}{next(_SERIAL) % 100:02d}")
     hosts: list[Host] = field(default_factory=list)
+    prefix: str = "skt"
+    net: str = NET
+    first: int | None = None
 
     def __post_init__(self) -> None:
         self.client_key = self.root / "id_ed25519"
@@ -86,16 +93,19 @@ class Hosts:
 
     def add(self, name: str) -> Host:
         i = len(self.hosts)
-        ns = f"skt-{self.tag}-{i}"
-        outer, inner = f"skt{self.tag}h{i}", f"skt{self.tag}n{i}"
-        base = 4 * i + 1 + 4 * 8 * (int(self.tag) % 7)
-        host = Host(name, ns, f"{NET}.{base + 1}", self.root / name, outer)
+        ns = f"{self.prefix}-{self.tag}-{i}"
+        outer, inner = f"{self.prefix}{self.tag}h{i}", f"{self.prefix}{self.tag}n{i}"
+        first = 4 * 8 * (int(self.tag) % 7) if self.first is None else self.first
+        base = 4 * i + 1 + first
+        if base + 2 > 254:
+            raise ValueError(f"{self.net}.0/24 has no /30 left for host {i} (from .{first})")
+        host = Host(name, ns, f"{self.net}.{base + 1}", self.root / name, outer)
         host.folder.mkdir(mode=0o700)
         self.hosts.append(host)  # from here on close() removes it
         sh("ip", "netns", "add", ns)
         sh("ip", "link", "add", outer, "type", "veth", "peer", "name", inner)
         sh("ip", "link", "set", inner, "netns", ns)
-        sh("ip", "addr", "add", f"{NET}.{base}/30", "dev", outer)
+        sh("ip", "addr", "add", f"{self.net}.{base}/30", "dev", outer)
         sh("ip", "link", "set", outer, "up")
         host.ns("ip", "addr", "add", f"{host.address}/30", "dev", inner)
         host.ns("ip", "link", "set", inner, "up")

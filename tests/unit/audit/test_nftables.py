@@ -65,7 +65,7 @@ def test_declared_flow_behind_a_jump_passes_and_an_extra_port_fails() -> None:
              rule("flows", m("ip", "saddr", prefix("10.1.1.0/24")), m("ip", "daddr", prefix("10.0.10.0/24")),
                   m("tcp", "dport", 443), ACCEPT)]
     assert nft_declared_flows_only(evidence(*items), {}, AT).ok
-    extra = items + [rule("flows", m("ip", "saddr", prefix("10.1.1.0/24")),
+    extra = [*items, rule("flows", m("ip", "saddr", prefix("10.1.1.0/24")),
                           m("ip", "daddr", prefix("10.0.10.0/24")), m("tcp", "dport", {"set": [443, 5432]}), ACCEPT)]
     out = nft_declared_flows_only(evidence(*extra), {}, AT)
     assert not out.ok and "5432" in out.detail

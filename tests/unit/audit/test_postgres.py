@@ -4,9 +4,10 @@ injected clock over a fake DB-API connection)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from audit.collectors import collectors_for, run_collectors
 from audit.collectors.postgres import ReplicationCollector, from_inventory
@@ -55,7 +56,7 @@ class FakeCursor:
     def __init__(self, answer: Callable[[str, Any], list[tuple[Any, ...]]]) -> None:
         self.answer, self.rows, self.description = answer, [], None
 
-    def __enter__(self) -> "FakeCursor":
+    def __enter__(self) -> FakeCursor:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -93,7 +94,8 @@ class Clock:
         self.now += s
 
 
-def _heartbeat(tmp_path: Path, arrives_after: float | None, poll: bool = True) -> tuple[dict[str, Any], Clock, FakeConnection]:
+def _heartbeat(tmp_path: Path, arrives_after: float | None, poll: bool = True
+               ) -> tuple[dict[str, Any], Clock, FakeConnection]:
     clock = Clock()
     written: dict[str, Any] = {}
 
@@ -112,7 +114,7 @@ def _heartbeat(tmp_path: Path, arrives_after: float | None, poll: bool = True) -
 
 
 def test_a_heartbeat_seen_on_the_mirror_reports_how_long_it_took(tmp_path: Path) -> None:
-    hb, clock, _ = _heartbeat(tmp_path, arrives_after=1.5)
+    hb, _clock, _ = _heartbeat(tmp_path, arrives_after=1.5)
     assert hb["written"] and hb["seen_on_mirror"] is True
     assert 1.5 <= hb["lag_s"] < 2.0 and "error" not in hb
 

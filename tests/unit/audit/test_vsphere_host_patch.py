@@ -34,7 +34,7 @@ class FakePatchManager:
     def __init__(self, host: FakeHost, fault: vim.fault.VimFault | None) -> None:
         self.host, self.fault = host, fault
 
-    def InstallHostPatchV2_Task(self, bundleUrls: list[str], spec: object) -> FakeTask:  # noqa: N802, N803
+    def InstallHostPatchV2_Task(self, bundleUrls: list[str], spec: object) -> FakeTask:
         assert isinstance(spec, vim.host.PatchManager.PatchManagerOperationSpec)
         self.host.calls.append(("install", bundleUrls))
         if not self.fault:
@@ -69,17 +69,17 @@ class FakeHost:
             state = "notResponding"
         return SimpleNamespace(inMaintenanceMode=self.in_maintenance, connectionState=state)
 
-    def EnterMaintenanceMode_Task(self, timeout: int) -> FakeTask:  # noqa: N802
+    def EnterMaintenanceMode_Task(self, timeout: int) -> FakeTask:
         self.calls.append(("enter", timeout))
         self.in_maintenance = True
         return FakeTask()
 
-    def RebootHost_Task(self, force: bool) -> FakeTask:  # noqa: N802
+    def RebootHost_Task(self, force: bool) -> FakeTask:
         self.calls.append(("reboot", force))
         self.build, self.down = self.staged or self.build, self.down_polls
         return FakeTask()
 
-    def ExitMaintenanceMode_Task(self, timeout: int) -> FakeTask:  # noqa: N802
+    def ExitMaintenanceMode_Task(self, timeout: int) -> FakeTask:
         self.calls.append(("exit", timeout))
         self.in_maintenance = False
         return FakeTask()
@@ -148,7 +148,7 @@ def test_an_unknown_family_fails_before_any_host_is_touched() -> None:
 
 @pytest.mark.parametrize("depot", ["", None])
 def test_a_missing_depot_fails_only_when_a_host_needs_patching(depot) -> None:
-    with pytest.raises(mod.PatchError, match="^no patch depot: set patch_depot on the hypervisor"):
+    with pytest.raises(mod.PatchError, match=r"^no patch depot: set patch_depot on the hypervisor"):
         patch([FakeHost("esx1", "8.0.2", 22380479)], depot=depot, check=True)
     assert patch([FakeHost("esx1", "8.0.3", 24784735)], depot=depot) == ([], {}, {})
 
@@ -156,8 +156,8 @@ def test_a_missing_depot_fails_only_when_a_host_needs_patching(depot) -> None:
 def test_an_install_fault_names_the_host_and_says_it_stays_in_maintenance() -> None:
     fault = vim.fault.PlatformConfigFault(text="bundle", msg="cannot download the bundle")
     esx = FakeHost("esx1", "8.0.2", 22380479, install_fault=fault)
-    with pytest.raises(mod.PatchError, match="esx1: installing .* failed: cannot download the bundle; "
-                                             "it was left in maintenance mode"):
+    with pytest.raises(mod.PatchError, match=r"esx1: installing .* failed: cannot download the bundle; "
+                                             r"it was left in maintenance mode"):
         patch([esx])
     assert [c[0] for c in esx.calls] == ["enter", "install"]
 

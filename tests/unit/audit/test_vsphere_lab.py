@@ -58,7 +58,7 @@ def test_missing_go_is_one_clear_error(tmp_path: Path, monkeypatch: pytest.Monke
     monkeypatch.setattr(vcsim, "CACHE_DIR", tmp_path)
     monkeypatch.setattr(vcsim.shutil, "which", lambda name: None)
     monkeypatch.setattr(vcsim.Path, "is_file", lambda self: False)
-    with pytest.raises(LabError, match="Go toolchain is missing.*install Go"):
+    with pytest.raises(LabError, match=r"Go toolchain is missing.*install Go"):
         vcsim.ensure_binary(lambda msg: None)
 
 

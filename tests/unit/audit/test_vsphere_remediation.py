@@ -30,15 +30,15 @@ class FakeServiceSystem:
             vim.host.Service(key=k, label=k, policy=p, running=r, required=False, uninstallable=False)
             for k, (p, r) in self.state.items()])
 
-    def UpdateServicePolicy(self, id: str, policy: str) -> None:  # noqa: A002 - the API's name
+    def UpdateServicePolicy(self, id: str, policy: str) -> None:
         self.calls.append(("policy", id, policy))
         self.state[id] = (policy, self.state[id][1])
 
-    def StopService(self, id: str) -> None:  # noqa: A002
+    def StopService(self, id: str) -> None:
         self.calls.append(("stop", id, None))
         self.state[id] = (self.state[id][0], False)
 
-    def StartService(self, id: str) -> None:  # noqa: A002
+    def StartService(self, id: str) -> None:
         self.calls.append(("start", id, None))
         self.state[id] = (self.state[id][0], True)
 
@@ -122,6 +122,7 @@ def test_missing_managed_object_is_reported_unsupported() -> None:
 def test_option_values_take_the_type_the_host_declares() -> None:
     assert isinstance(mod.typed("Security.AccountUnlockTime", 900, {"Security.AccountUnlockTime": "LongOption"}),
                       VmomiSupport.vmodlTypes["long"])
-    assert mod.typed("Config.HostAgent.plugins.solo.enableMob", "false", {"Config.HostAgent.plugins.solo.enableMob": "BoolOption"}) is False
+    mob = "Config.HostAgent.plugins.solo.enableMob"
+    assert mod.typed(mob, "false", {mob: "BoolOption"}) is False
     assert mod.same(True, "true") and mod.same(900, 900) and not mod.same(0, 900)
     assert not mod.same(None, 5) and mod.same("sslv3,tlsv1,tlsv1.1", "sslv3,tlsv1,tlsv1.1")

@@ -31,11 +31,11 @@ class FakeCryptoManager:
         self.clusters = clusters  # cluster id -> useAsDefault
         self.generated: list[str] = []
 
-    def ListKmipServers(self) -> list[vim.encryption.KmipClusterInfo]:  # noqa: N802
+    def ListKmipServers(self) -> list[vim.encryption.KmipClusterInfo]:
         return [vim.encryption.KmipClusterInfo(clusterId=vim.encryption.KeyProviderId(id=k),
                                                useAsDefault=d) for k, d in self.clusters.items()]
 
-    def GenerateKey(self, keyProvider: vim.encryption.KeyProviderId) -> vim.encryption.CryptoKeyResult:  # noqa: N802, N803
+    def GenerateKey(self, keyProvider: vim.encryption.KeyProviderId) -> vim.encryption.CryptoKeyResult:
         self.generated.append(keyProvider.id)
         key = vim.encryption.CryptoKeyId(keyId=f"key-{len(self.generated)}", providerId=keyProvider)
         return vim.encryption.CryptoKeyResult(keyId=key, success=True)
@@ -66,21 +66,21 @@ class FakeVM:
                 self.power, self.stopping = "poweredOff", False
         return SimpleNamespace(powerState=self.power)
 
-    def ShutdownGuest(self) -> None:  # noqa: N802
+    def ShutdownGuest(self) -> None:
         self.calls.append(("shutdown", None))
         self.stopping = True
 
-    def PowerOffVM_Task(self) -> FakeTask:  # noqa: N802
+    def PowerOffVM_Task(self) -> FakeTask:
         self.calls.append(("poweroff", None))
         self.power = "poweredOff"
         return FakeTask()
 
-    def PowerOnVM_Task(self) -> FakeTask:  # noqa: N802
+    def PowerOnVM_Task(self) -> FakeTask:
         self.calls.append(("poweron", None))
         self.power = "poweredOn"
         return FakeTask()
 
-    def ReconfigVM_Task(self, spec: vim.vm.ConfigSpec) -> FakeTask:  # noqa: N802
+    def ReconfigVM_Task(self, spec: vim.vm.ConfigSpec) -> FakeTask:
         assert self.power == "poweredOff", "encrypting a running VM"
         crypto = spec.crypto
         assert isinstance(crypto, vim.encryption.CryptoSpecEncrypt)
@@ -110,7 +110,7 @@ def test_encrypted_vms_are_left_alone() -> None:
 def test_a_running_vm_without_power_cycle_is_refused_before_anything_changes() -> None:
     off, on = FakeVM("db"), FakeVM("app", power="poweredOn")
     crypto = FakeCryptoManager({"kms": True})
-    with pytest.raises(mod.EncryptError, match="^app: must be powered off to encrypt .*allow power_cycle"):
+    with pytest.raises(mod.EncryptError, match=r"^app: must be powered off to encrypt .*allow power_cycle"):
         encrypt([off, on], crypto, power_cycle=False)
     assert off.calls == [] and on.calls == [] and crypto.generated == []
 
@@ -157,12 +157,12 @@ def test_a_missing_provider_fails_clearly(clusters, wanted, problem) -> None:
 
 
 def test_an_endpoint_without_key_management_has_no_provider() -> None:
-    with pytest.raises(mod.EncryptError, match="^no key provider registered"):
+    with pytest.raises(mod.EncryptError, match=r"^no key provider registered"):
         mod.key_provider_of(None, None)
 
 
 def test_a_guest_that_does_not_shut_down_fails_and_says_the_vm_state() -> None:
     vm = FakeVM("app", power="poweredOn", shutdown_polls=10**6)
-    with pytest.raises(mod.EncryptError, match="^app: encrypting failed: the guest did not shut down"):
+    with pytest.raises(mod.EncryptError, match=r"^app: encrypting failed: the guest did not shut down"):
         mod.encrypt(vm, FakeCryptoManager({"kms": True}), "kms", 0)
     assert [c[0] for c in vm.calls] == ["shutdown"]

@@ -29,9 +29,11 @@ def test_lab_inventory_names_the_three_municipalities_and_the_fourth_site(tmp_pa
 
 @pytest.mark.parametrize("old,new,where", [
     ("name: socialcare-lab", "name: socialcare-lab\ncolour: blue", "colour: unknown field"),
-    ("mirror_site: site4\n    rpo_seconds", "mirror_site: site9\n    rpo_seconds", "systems.0.mirror_site: unknown site"),
+    ("mirror_site: site4\n    rpo_seconds", "mirror_site: site9\n    rpo_seconds",
+     "systems.0.mirror_site: unknown site"),
     ("classification: classified", "classification: secret", "systems.0.classification"),
-    ("admin_password: file:", "admin_password: hunter2 #", "identity_provider.admin_password: secrets must be a reference"),
+    ("admin_password: file:", "admin_password: hunter2 #",
+     "identity_provider.admin_password: secrets must be a reference"),
 ])
 def test_bad_inventory_names_file_line_and_field(tmp_path: Path, old, new, where) -> None:
     assert old in LAB

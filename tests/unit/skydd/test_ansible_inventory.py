@@ -197,7 +197,7 @@ def test_disruptive_controls_need_the_flag_and_then_keep_the_level_letter_out() 
 
 
 def test_nothing_to_apply_is_bad_input_saying_why() -> None:
-    with pytest.raises(InputError, match="manual.*c.physical-room"):
+    with pytest.raises(InputError, match=r"manual.*c.physical-room"):
         plan([control("c.physical-room", playbook=None)], Selection())
     with pytest.raises(InputError, match="--allow-disruptive"):
         plan([control("b.ips-inline", playbook="level_b.yml", disruptive=True)], Selection())
