@@ -96,7 +96,7 @@ def checkpoint_payload(head_seq: int, head_hash: str, at: str, key_id: str) -> b
     Kept independent of the entry's JSON form so a verifier rebuilds it from parsed values.
     """
     return (f"{CHECKPOINT_SCHEMA}\nseq {head_seq}\nhash {head_hash}\nat {at}\nkey {key_id}\n"
-            ).encode("utf-8")
+            ).encode()
 
 
 def sign_checkpoint(signer: Signer, head_seq: int, head_hash: str, at: str) -> dict[str, object]:

@@ -36,7 +36,7 @@ class Settings:
     home: Path
 
     @staticmethod
-    def from_env() -> "Settings":
+    def from_env() -> Settings:
         return Settings(home=Path(os.environ.get("SKYDD_HOME", "./.skydd")).resolve())
 
     @property

@@ -81,7 +81,7 @@ class Policy:
     leeway_seconds: int = 10
 
     @staticmethod
-    def from_settings(settings: IdentitySettings, municipalities: Sequence[str]) -> "Policy":
+    def from_settings(settings: IdentitySettings, municipalities: Sequence[str]) -> Policy:
         groups = settings.municipality_groups or tuple(municipalities)
         return Policy(required_acr=settings.required_acr, required_amr=settings.required_amr,
                       required_role=settings.required_role, municipality_groups=frozenset(groups),
@@ -166,8 +166,8 @@ class AccessDecision:
         self.verifier, self.policy, self.training = verifier, policy, training
 
     @classmethod
-    def from_inventory(cls, inventory: "Inventory", home: Path,
-                       settings: IdentitySettings | None = None) -> "AccessDecision":
+    def from_inventory(cls, inventory: Inventory, home: Path,
+                       settings: IdentitySettings | None = None) -> AccessDecision:
         """The decision service for an inventory's identity provider, with the home's settings
         and training source."""
         settings = settings or load_settings(home)

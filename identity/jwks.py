@@ -74,7 +74,7 @@ def https_fetcher(url: str, *, ca_file: str | None, timeout: float) -> Fetch:
             raise KeysUnavailable(f"{url}: unreachable: {reason}") from err
         if len(body) > MAX_JWKS_BYTES:
             raise KeysUnavailable(f"{url}: JWKS larger than {MAX_JWKS_BYTES} bytes")
-        return body
+        return bytes(body)
 
     return fetch
 

@@ -26,7 +26,7 @@ import math
 import re
 import threading
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cached_property
@@ -115,7 +115,8 @@ def issuer_of(url: str, realm: str) -> str:
 #: 4 or 2 unused bits, which must be zero: otherwise several encodings name the same bytes.
 _CANONICAL_LAST = {2: frozenset("AQgw"), 3: frozenset("AEIMQUYcgkosw048")}
 MIN_RSA_BITS = 2048
-_HASHES = {"256": hashes.SHA256, "384": hashes.SHA384, "512": hashes.SHA512}
+_HASHES: dict[str, Callable[[], hashes.HashAlgorithm]] = {
+    "256": hashes.SHA256, "384": hashes.SHA384, "512": hashes.SHA512}
 _CURVES = {"ES256": "secp256r1", "ES384": "secp384r1", "ES512": "secp521r1"}
 
 
@@ -210,8 +211,8 @@ class Verifier:
         self._seen_lock = threading.Lock()
 
     @classmethod
-    def from_inventory(cls, inventory: "Inventory", settings: IdentitySettings | None = None,
-                       ) -> "Verifier":
+    def from_inventory(cls, inventory: Inventory, settings: IdentitySettings | None = None,
+                       ) -> Verifier:
         """The verifier for the inventory's identity provider (issuer, JWKS URL, CA)."""
         idp = inventory.identity_provider
         if idp is None:

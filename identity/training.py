@@ -18,10 +18,11 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
@@ -39,7 +40,7 @@ class TrainingStatus:
     reason: str | None = None  # why not, when not current
 
     @staticmethod
-    def ok() -> "TrainingStatus":
+    def ok() -> TrainingStatus:
         return TrainingStatus(True)
 
 
@@ -67,7 +68,7 @@ class TrainingRecords:
     valid_until: Mapping[str, Mapping[str, datetime]]  # user -> course -> valid until
 
     @staticmethod
-    def parse(doc: Any, where: str) -> "TrainingRecords":
+    def parse(doc: Any, where: str) -> TrainingRecords:
         if not isinstance(doc, dict) or not isinstance(doc.get("required"), list):
             raise TrainingUnavailable(f"{where}: expected a mapping with a 'required' list")
         unknown = set(doc) - {"required", "users"}
@@ -195,8 +196,8 @@ class StoreTrainingSource:
         return TrainingStatus.ok()
 
 
-def training_source(inventory: "Inventory", home: Path,
-                    settings: "IdentitySettings") -> TrainingSource:
+def training_source(inventory: Inventory, home: Path,
+                    settings: IdentitySettings) -> TrainingSource:
     """The configured source: ``training_file`` from the identity settings when set, else the
     inventory's training store (by URL)."""
     if settings.training_file:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from audit import log
 from audit.attestations import AttestationStore
@@ -39,7 +40,7 @@ class Selection:
 
     @staticmethod
     def parse(levels: str | None, controls: str | None, site: str | None,
-              profile: str | None = None) -> "Selection":
+              profile: str | None = None) -> Selection:
         lv: tuple[Level, ...] = tuple(Level)
         if levels:
             try:
@@ -83,7 +84,7 @@ class Selection:
 
 @dataclass(frozen=True)
 class AuditResult:
-    report: dict
+    report: dict[str, Any]
     out_dir: Path
     exit_code: int
     warnings: tuple[str, ...] = ()
@@ -210,7 +211,7 @@ def _check_out(final: Path) -> None:
         raise InputError(f"--out {final}: folder exists and is not empty")
 
 
-def _write_atomically(final: Path, write: Callable[[Path], None]) -> None:
+def _write_atomically(final: Path, write: Callable[[Path], object]) -> None:
     """Write every report file in a sibling folder, then rename it into place."""
     final.parent.mkdir(parents=True, exist_ok=True)
     _check_out(final)

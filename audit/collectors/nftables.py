@@ -48,8 +48,10 @@ def ns_lock(namespace: str | None) -> Iterator[None]:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def ssh_lock_key(firewall_id: str) -> str:
-    return f"ssh-{firewall_id}"
+def firewall_lock_key(firewall_id: str) -> str:
+    """The one lock of a firewall, whatever path reaches it: the traffic probe, which opens the
+    firewall or stops its IPS for a moment, and every collector reading it take this same lock."""
+    return f"fw-{firewall_id}"
 
 
 @contextlib.asynccontextmanager
@@ -127,7 +129,7 @@ class NftablesCollector(Collector):
 
     def collect(self) -> Iterable[Observation]:
         ns = self.plan.get("namespace")
-        with ns_lock(ns):
+        with ns_lock(firewall_lock_key(self.plan["id"])):
             forward = run(ns, "sysctl", "-n", "net.ipv4.ip_forward", check=False).stdout.strip()
             nft, saved = ruleset(ns), iptables_save(ns)
         yield Observation(self.kinds[0], self.source_id, observed(self.plan, forward, nft, saved))
@@ -209,7 +211,7 @@ async def gather_ssh(targets: Sequence[Target], work: Callable[[Session], Awaita
 
     out = await gather_hosts(targets, guarded, limit=SSH_LIMIT,
                              budget=lambda t: t.connection.timeout * steps,
-                             hold=lambda t: host_lock(ssh_lock_key(t.name)))
+                             hold=lambda t: host_lock(firewall_lock_key(t.name)))
     return out
 
 

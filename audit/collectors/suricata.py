@@ -28,6 +28,7 @@ from audit.remote import CommandFailed, Session
 from .interface import Collector, CollectorError, Observation
 from .nftables import (
     SshFleetCollector,
+    firewall_lock_key,
     iptables_save,
     ns_lock,
     parse_ruleset,
@@ -96,7 +97,7 @@ def queue_rules(nft: list[dict[str, Any]], iptables: str) -> list[dict[str, Any]
         for stmt in rule.get("expr", []):
             q = stmt.get("queue", False) if isinstance(stmt, dict) else False
             if q is not False:
-                q = q or {}
+                q = q if isinstance(q, dict) else {}
                 flags = q.get("flags", [])
                 flags = [flags] if isinstance(flags, str) else flags
                 out.append({"backend": "nft", "family": rule["family"], "table": rule["table"],
@@ -126,7 +127,7 @@ def parse_config(text: str, path: Path) -> dict[str, Any]:
     except YAMLError as err:
         raise CollectorError(f"{path}: not valid YAML: {err}") from err
     nfq = doc.get("nfq") or {}
-    eve = next((o["eve-log"] for o in doc.get("outputs") or [] if isinstance(o, dict)
+    eve: dict[str, Any] = next((o["eve-log"] for o in doc.get("outputs") or [] if isinstance(o, dict)
                 and "eve-log" in o), {})
     log_dir = Path(doc.get("default-log-dir") or path.parent)
     rules = [str(Path(doc.get("default-rule-path") or path.parent) / r)
@@ -208,7 +209,7 @@ class SuricataCollector(Collector):
 
     def collect(self) -> Iterable[Observation]:
         ns = self.plan.get("namespace")
-        with ns_lock(ns):
+        with ns_lock(firewall_lock_key(self.plan["id"])):
             data = self._observe(ns)
         yield Observation(self.kinds[0], self.source_id, data)
 

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from .interface import Collector, CollectorError, Observation
-from .nftables import in_namespace, ns_lock, plans, ruleset, run
+from .nftables import firewall_lock_key, in_namespace, ns_lock, plans, ruleset, run
 from .suricata import bound_queues, cmdline, ips_dir, read_config, suricata_pids
 
 PROBE_TAG = "skydd-probe-open"
@@ -150,7 +150,7 @@ class PathCollector(_MunicipalityCollector):
             entry: dict[str, Any] = {"namespace": ns, "firewall": fw["id"] if fw else None,
                                      "position": fw["position"] if fw else None}
             if fw:
-                with ns_lock(ns):
+                with ns_lock(firewall_lock_key(fw["id"])):
                     chains = [i["chain"] for i in ruleset(ns) if "chain" in i]
                 entry["forward_chains"] = [
                     {k: c.get(k) for k in ("family", "table", "name", "type", "prio", "policy")}
@@ -172,7 +172,7 @@ class TrafficCollector(_MunicipalityCollector):
         src, host = self.lan["namespace"], self.target["host"]
         flow = self.target["flow"]
         for p in self.fws.values():
-            with ns_lock(p["namespace"]):
+            with ns_lock(firewall_lock_key(p["id"])):
                 restore_firewall(p["namespace"])  # heal what a crashed earlier probe left
         data: dict[str, Any] = {"municipality": self.source_id, "source": self.lan["network"],
                                 "destination": host, "declared_flow": flow["id"]}
@@ -180,7 +180,7 @@ class TrafficCollector(_MunicipalityCollector):
         data["undeclared"] = probe(src, host, self.undeclared_port)
         for pos in (1, 2):
             ns = self.fws[pos]["namespace"]
-            with ns_lock(ns):
+            with ns_lock(firewall_lock_key(self.fws[pos]["id"])):
                 try:
                     opened = open_firewall(ns)
                     result = probe(src, host, self.undeclared_port)
@@ -188,7 +188,7 @@ class TrafficCollector(_MunicipalityCollector):
                     restore_firewall(ns)
             data[f"fw{pos}_opened"] = {"chains_opened": opened, **result}
         data["ips_signature"] = self._signature(src, host, flow["port"])
-        with ns_lock(self.fws[2]["namespace"]):
+        with ns_lock(firewall_lock_key(self.fws[2]["id"])):
             data["ips_stopped"] = self._fail_mode(src, host, flow["port"])
         yield Observation(self.kinds[0], self.source_id, data)
 

@@ -8,8 +8,9 @@ so HTML, OSCAL and JUnit can never disagree with the signed report.
 from __future__ import annotations
 
 from collections import Counter, defaultdict
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 from policies import Catalog, Level, Status
 from policies.model import LEVEL_TITLES
@@ -68,7 +69,7 @@ def worst(statuses: Iterable[str]) -> Status | None:
     return None
 
 
-_OPTIONAL = {"title": "", "severity": "", "site": None, "municipality": None, "message": "",
+_OPTIONAL: dict[str, Any] = {"title": "", "severity": "", "site": None, "municipality": None, "message": "",
              "evidence": None, "observed": None, "remediation": None, "references": {},
              "waiver": None}
 

@@ -118,7 +118,7 @@ def _unmask(have, want):
     if have is None or len(have) != len(want):
         return have
     out = []
-    for h, w in zip(have, want):
+    for h, w in zip(have, want, strict=True):  # equal lengths checked above
         cfg = {k: (w["config"].get(k, v) if v == MASK else v) for k, v in h["config"].items()}
         out.append({**h, "config": cfg})
     return out

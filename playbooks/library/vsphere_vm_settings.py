@@ -59,7 +59,7 @@ def connect(module):
                             sslContext=ctx)
     except vim.fault.InvalidLogin:
         module.fail_json(msg=f"vSphere {p['hostname']}: login refused for {p['username']}")
-    except Exception as err:  # noqa: BLE001
+    except Exception as err:
         module.fail_json(msg=f"vSphere {p['hostname']}:{p['port']}: cannot connect: {getattr(err, 'msg', err)}")
 
 

@@ -1,3 +1,3 @@
 """CLI command groups, one module per area; each defines ``register(app)``."""
 
-MODULES = ("catalog", "report", "log", "waiver", "attest", "apply", "training", "decide", "lab")
+MODULES = ("catalog", "report", "log", "waiver", "attest", "apply", "training", "decide", "lab", "inventory")

@@ -7,7 +7,7 @@ import getpass
 import os
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -29,8 +29,9 @@ from policies import load_catalog
 def attest(
     control: Annotated[str, typer.Argument(help="The manual control attested, e.g. c.in-building.")],
     evidence: Annotated[Path, typer.Option("--evidence", help="The evidence file (inspection record, drill minutes).")],
-    expires: Annotated[str, typer.Option("--expires", help="When the attestation lapses: 2027-03-01 or an RFC 3339 time.")],
-    officer: Annotated[Optional[str], typer.Option("--officer", help="Who attests (default: the login name).")] = None,
+    expires: Annotated[str, typer.Option(
+        "--expires", help="When the attestation lapses: 2027-03-01 or an RFC 3339 time.")],
+    officer: Annotated[str | None, typer.Option("--officer", help="Who attests (default: the login name).")] = None,
 ) -> None:
     """Record a signed, expiring attestation for a manual control, and log it."""
     settings = Settings.from_env()

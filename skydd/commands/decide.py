@@ -7,7 +7,7 @@ import json
 import os
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -20,10 +20,13 @@ from skydd.lab import LAB_INVENTORY
 from ..deny_log import DenyLog
 from ..output import err
 
-InventoryOpt = Annotated[Optional[Path], typer.Option("--inventory", help="Inventory YAML (default: the lab's).")]
+if TYPE_CHECKING:
+    from identity.decision import AccessDecision
+
+InventoryOpt = Annotated[Path | None, typer.Option("--inventory", help="Inventory YAML (default: the lab's).")]
 
 
-def _decider(inventory: Path | None, settings: Settings):  # -> AccessDecision
+def _decider(inventory: Path | None, settings: Settings) -> AccessDecision:
     from identity.decision import AccessDecision
 
     inv, _ = load_inventory(inventory or LAB_INVENTORY, home=settings.home)
@@ -75,7 +78,7 @@ def serve(
     inventory: InventoryOpt = None,
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.", min=1, max=65535)] = 8600,
-    workers: Annotated[Optional[int], typer.Option(
+    workers: Annotated[int | None, typer.Option(
         help="Worker processes, each stateless (default: one per available core).", min=1, max=64)] = None,
 ) -> None:
     """Serve POST /v1/decision and GET /v1/authz (forward-auth) on uvicorn."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Annotated, Optional
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -36,8 +36,8 @@ def waiver_request(
     control: Annotated[str, typer.Argument(help="Control id.")],
     reason: Annotated[str, typer.Option(help="Why the control cannot pass for now.")],
     expires: Annotated[str, typer.Option(help=_EXPIRES_HELP)],
-    target: Annotated[Optional[str], typer.Option(help="Only this target (default: all).")] = None,
-    requester: Annotated[Optional[str], typer.Option(help="Who asks (default: $SKYDD_ACTOR/$USER).")] = None,
+    target: Annotated[str | None, typer.Option(help="Only this target (default: all).")] = None,
+    requester: Annotated[str | None, typer.Option(help="Who asks (default: $SKYDD_ACTOR/$USER).")] = None,
 ) -> None:
     """Ask for a waiver; it applies only once someone else approves it."""
     from audit import log
@@ -65,7 +65,7 @@ def waiver_request(
 
 def waiver_approve(
     waiver_id: str,
-    approver: Annotated[Optional[str], typer.Option(help="Who approves (default: $SKYDD_ACTOR/$USER).")] = None,
+    approver: Annotated[str | None, typer.Option(help="Who approves (default: $SKYDD_ACTOR/$USER).")] = None,
 ) -> None:
     """Approve a waiver (never your own) whose request is in the signed audit log."""
     from audit import log

@@ -323,10 +323,10 @@ def main() -> None:
 
 def remove_lock_files(count: int) -> None:
     """The per-firewall lock files the collectors made for the bench's firewall names."""
-    from audit.collectors.nftables import _lock_path, ssh_lock_key
+    from audit.collectors.nftables import _lock_path, firewall_lock_key
 
     for i in range(count):
-        _lock_path(ssh_lock_key(f"bench-fw{i:02d}")).unlink(missing_ok=True)
+        _lock_path(firewall_lock_key(f"bench-fw{i:02d}")).unlink(missing_ok=True)
 
 
 def report(hosts: Any, firewalls: Sequence[Any], home: Path) -> None:

@@ -90,7 +90,7 @@ class FakeIdp:
         idp = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802
+            def do_GET(self) -> None:
                 idp.requests[self.path] += 1
                 parts = self.path.split("/")
                 realm = parts[2] if len(parts) > 2 else ""

@@ -9,7 +9,9 @@ from identity.probe import _parse
 from identity.totp import OtpPolicy, OtpStore, b32_of_raw
 
 OTP_PAGE = """<html><body>
-<form id="kc-otp-login-form" class="pf-v5-c-form" action="https://localhost:8443/realms/s/login-actions/authenticate?session_code=a&amp;execution=b&amp;client_id=c" method="post">
+<form id="kc-otp-login-form" class="pf-v5-c-form"
+ action="https://localhost:8443/realms/s/login-actions/authenticate?session_code=a&amp;execution=b&amp;client_id=c"
+ method="post">
   <input id="otp" name="otp" autocomplete="off" type="text" autofocus />
   <input type="hidden" name="selectedCredentialId" value="cred-1"/>
   <input type="submit" name="login" value="Sign In"/>

@@ -250,4 +250,5 @@ def test_csv_with_nul_bytes_and_a_huge_field_is_rejected(store: TrainingStore) -
 def test_an_unknown_key_with_a_lone_surrogate_is_reported_printably(store: TrainingStore) -> None:
     with pytest.raises(ImportRejected) as info:
         import_text(store, '{"x\\ud800": []}', "json", "evil.json", AT)
-    assert str(info.value.errors[0]).encode("utf-8") == b"line 1, x\\ud800: unknown key (expected courses, requirements, completions)"
+    assert str(info.value.errors[0]).encode("utf-8") == (
+        b"line 1, x\\ud800: unknown key (expected courses, requirements, completions)")
