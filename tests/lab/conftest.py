@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import require_root
+from tests.lab.ssh_hosts import lab  # noqa: F401 (fixture: real SSH hosts of a test's own; modules may override)
 
 _started: list[Any] = []
 

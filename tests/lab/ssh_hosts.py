@@ -12,10 +12,14 @@ import os
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pytest
+
 from estate.inventory import Connection
+from tests.conftest import require_root
 
 SSHD = "/usr/sbin/sshd"
 _SERIAL = itertools.count()
@@ -136,3 +140,14 @@ class Hosts:
             finally:  # deleting the link is synchronous; the namespace's end goes with it
                 subprocess.run(["ip", "link", "del", host.link], capture_output=True)
                 subprocess.run(["ip", "netns", "del", host.namespace], capture_output=True)
+
+
+@pytest.fixture
+def lab(tmp_path: Path) -> Iterator[Hosts]:
+    """Real SSH hosts for one test (root): torn down even when the test fails."""
+    require_root()
+    hosts = Hosts(tmp_path)
+    try:
+        yield hosts
+    finally:
+        hosts.close()

@@ -7,26 +7,12 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from estate.inventory import Firewall, Inventory, Municipality, Site
 from estate.settings import PLAYBOOKS_DIR
 from skydd import ansible_inventory as ai
-from tests.conftest import require_root
 from tests.lab.ssh_hosts import Hosts, keypair
-
-
-@pytest.fixture
-def lab(tmp_path: Path) -> Iterator[Hosts]:
-    require_root()
-    hosts = Hosts(tmp_path)
-    try:
-        yield hosts
-    finally:
-        hosts.close()
 
 
 def ansible(lab: Hosts, tmp_path: Path, **conn: object) -> subprocess.CompletedProcess[str]:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import socket
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,20 +22,9 @@ from audit.remote import (
     Unreachable,
     run_on_hosts,
 )
-from tests.conftest import require_root
 from tests.lab.ssh_hosts import Hosts, keypair
 
 RULESET = "table inet {table} {{\n  chain input {{\n    type filter hook input priority 0; policy accept;\n  }}\n}}\n"
-
-
-@pytest.fixture
-def lab(tmp_path: Path) -> Iterator[Hosts]:
-    require_root()
-    hosts = Hosts(tmp_path)
-    try:
-        yield hosts
-    finally:
-        hosts.close()
 
 
 @pytest.fixture
