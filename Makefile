@@ -68,6 +68,7 @@ bench: deps
 lint: $(BIN)/.stamp
 	$(BIN)/ruff check --no-cache .
 	$(BIN)/mypy --cache-dir $(CACHE)/mypy
+	$(BIN)/mypy --cache-dir $(CACHE)/mypy --strict -p estate -p policies
 
 # ansible-lint at the production profile over playbooks/ (config: playbooks/.ansible-lint), in its own
 # venv in the cache (a developer tool, not locked with the release tools); bundled collections from .venv.
