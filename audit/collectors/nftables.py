@@ -23,7 +23,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterat
 from pathlib import Path
 from typing import Any, TypeVar
 
-from audit.remote import CommandFailed, HostError, Session, Target, gather_hosts
+from audit.remote import CommandFailed, HostError, Session, Target, gather_hosts, run_sync
 
 from .interface import Collector, CollectorError, Observation
 
@@ -188,7 +188,7 @@ class SshFleetCollector(Collector):
         async def work(s: Session) -> dict[str, Any]:
             return await self.observe(s, self.plans[s.name])
 
-        results = asyncio.run(gather_ssh(self.targets, work, self.per_host_steps))
+        results = run_sync(gather_ssh(self.targets, work, self.per_host_steps))
         for name, result in results.items():
             plan = self.plans[name]
             where = {"site": plan["site"], "municipality": plan["municipality"],

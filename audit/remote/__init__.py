@@ -20,9 +20,10 @@ from .ssh import (
     gather_hosts,
     run_on_hosts,
     run_on_hosts_async,
+    run_sync,
     session,
 )
 
 __all__ = ["AuthRefused", "CommandFailed", "CommandResult", "CredentialError", "HostError",
            "HostKeyMismatch", "HostResult", "Session", "Target", "Timeout", "UnknownHostKey",
-           "Unreachable", "gather_hosts", "run_on_hosts", "run_on_hosts_async", "session"]
+           "Unreachable", "gather_hosts", "run_on_hosts", "run_on_hosts_async", "run_sync", "session"]

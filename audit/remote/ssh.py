@@ -21,7 +21,8 @@ import base64
 import contextlib
 import os
 import shlex
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -302,5 +303,15 @@ def run_on_hosts(targets: Sequence[Target], commands: Sequence[Command], *,
                  limit: int = DEFAULT_LIMIT) -> dict[str, HostResult | HostError]:
     """Run ``commands`` and read ``files`` on every host, one connection each, ``limit`` hosts
     at a time; each host's value is its ``HostResult`` or the ``HostError`` that stopped it."""
-    return asyncio.run(run_on_hosts_async(targets, commands, files=files, check=check,
-                                          limit=limit))
+    return run_sync(run_on_hosts_async(targets, commands, files=files, check=check, limit=limit))
+
+
+def run_sync(coro: Coroutine[Any, Any, T]) -> T:
+    """Run ``coro`` to the end from synchronous code, also when this thread already runs an event
+    loop (a web handler, a test harness): then on a thread of its own, never failing for that."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, coro).result()

@@ -5,6 +5,7 @@ nothing here touches the lab's namespaces or ports."""
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import time
 from pathlib import Path
@@ -14,6 +15,7 @@ import pytest
 from audit.remote import (
     AuthRefused,
     CommandFailed,
+    HostError,
     HostKeyMismatch,
     HostResult,
     Target,
@@ -134,3 +136,14 @@ def _fingerprint(pub: Path) -> str:
     out = subprocess.run(["ssh-keygen", "-l", "-E", "sha256", "-f", str(pub)], check=True,
                          capture_output=True, text=True).stdout
     return out.split()[1]  # SHA256:...
+
+
+def test_it_also_runs_from_a_thread_that_already_runs_an_event_loop(lab: Hosts, three) -> None:
+    """A caller inside an event loop (a web handler; Playwright's sync API in the same test
+    session) must not get "asyncio.run() cannot be called from a running event loop"."""
+    async def caller() -> dict[str, object]:
+        return dict(run_on_hosts(three, ["true"]))
+
+    out = asyncio.run(caller())
+    assert sorted(out) == ["fw-a", "fw-b", "fw-c"]
+    assert all(not isinstance(r, HostError) for r in out.values()), out
