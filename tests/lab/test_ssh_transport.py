@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -144,6 +145,7 @@ def test_it_also_runs_from_a_thread_that_already_runs_an_event_loop(lab: Hosts, 
     async def caller() -> dict[str, object]:
         return dict(run_on_hosts(three, ["true"]))
 
-    out = asyncio.run(caller())
+    with ThreadPoolExecutor(max_workers=1) as pool:  # a thread of its own runs the caller's loop
+        out = pool.submit(asyncio.run, caller()).result()
     assert sorted(out) == ["fw-a", "fw-b", "fw-c"]
     assert all(not isinstance(r, HostError) for r in out.values()), out
