@@ -104,3 +104,12 @@ def test_a_package_substituted_after_locking_is_refused(tmp_path: Path) -> None:
     assert refused.returncode != 0
     assert "DO NOT MATCH THE HASHES" in refused.stderr
     assert not (tmp_path / "bad" / "skyddprobe").exists()
+
+
+def test_the_developer_tools_are_locked_with_hashes_too() -> None:
+    lint = pins(ROOT / "requirements" / "lint.txt")
+    assert {"ansible-lint", "ansible-core"} <= set(lint)
+    assert not [name for name, hashes in lint.items() if not hashes]
+    makefile = (ROOT / "Makefile").read_text(encoding="utf-8")
+    recipe = makefile.split("$(ANSIBLE_LINT)/.stamp:", 1)[1].split("\n\n", 1)[0]
+    assert "--require-hashes -r $(LINT_LOCK)" in recipe
