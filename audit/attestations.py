@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass
@@ -23,6 +22,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from estate import files
 from estate.canonical import canonical_json, rfc3339
 
 from .errors import AuditError, VerificationError
@@ -127,14 +127,14 @@ class AttestationStore:
         kept = self.root / "evidence" / record.evidence_digest.replace(":", "-")
         kept.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         if not kept.exists():
-            _write_new(kept, evidence.read_bytes())
+            files.replace(kept, evidence.read_bytes())
         stamp = record.attested_at.replace(":", "").replace("-", "")
         path = folder / f"{stamp}.json"
         n = 1
         while path.exists():
             path = folder / f"{stamp}-{n}.json"
             n += 1
-        _write_new(path, (json.dumps(asdict(record), indent=2, sort_keys=True) + "\n").encode())
+        files.replace(path, (json.dumps(asdict(record), indent=2, sort_keys=True) + "\n").encode())
         return path
 
     def records(self, control: str) -> Iterator[tuple[Path, Attestation | str]]:
@@ -204,17 +204,6 @@ class AttestationStore:
             return (f"attestation {path.name} of {rec.attested_at} is not in the signed audit log "
                     "(written by hand, or its 'attest' entry was never signed)")
         return None
-
-
-def _write_new(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    tmp.replace(path)
 
 
 def parse_expiry(text: str, at: datetime) -> datetime:

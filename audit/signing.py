@@ -12,6 +12,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from estate import files
+
 from .errors import VerificationError
 
 KEY_NAME = "signing-ed25519.pem"
@@ -46,18 +48,14 @@ def load_signer(home: Path) -> Signer:
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
             serialization.NoEncryption())
         tmp = keys / f".{KEY_NAME}.{os.getpid()}"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            os.write(fd, pem)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        files.write_new(tmp, pem)
         try:
             os.link(tmp, path)  # atomic and never replaces a key another process made first
         except FileExistsError:
             pass
         finally:
             tmp.unlink()
+        files.fsync_dir(keys)
     key = serialization.load_pem_private_key(path.read_bytes(), password=None)
     if not isinstance(key, Ed25519PrivateKey):
         raise VerificationError(f"{path} is not an Ed25519 private key")
