@@ -203,6 +203,17 @@ class KeyStore(_Strict):
     owner_uid: int = 0
 
 
+class Officer(_Strict):
+    """A security officer who may request and approve waivers and sign off reports: ``subject`` is
+    the SSO ``sub`` claim, ``public_key`` an Ed25519 public key PEM (a path relative to the
+    inventory file, or under ``${SKYDD_HOME}``) that verifies what the officer signs at the CLI."""
+
+    id: str = Field(pattern=r"^[a-z0-9][a-z0-9.-]{0,62}$")
+    name: str = Field(min_length=1)
+    subject: str = Field(min_length=1, max_length=255)
+    public_key: str = Field(min_length=1)
+
+
 class Inventory(_Strict):
     name: str
     municipalities: list[Municipality]
@@ -214,6 +225,7 @@ class Inventory(_Strict):
     identity_provider: IdentityProvider | None = None
     training_store: TrainingStore = TrainingStore()
     key_stores: list[KeyStore] = []
+    officers: list[Officer] = []  # the roster for four eyes (docs/adr/0011-four-eyes.md)
 
     @model_validator(mode="after")
     def _references(self) -> Inventory:
@@ -252,6 +264,12 @@ class Inventory(_Strict):
                 )
             if sy.mirror_db is not None and sy.primary_db is None:
                 raise InventoryReferenceError(("systems", i, "mirror_db"), "a mirror needs a primary_db")
+        seen: dict[str, int] = {}
+        for i, o in enumerate(self.officers):
+            for key in (f"id {o.id}", f"subject {o.subject}"):
+                if key in seen:
+                    raise InventoryReferenceError(("officers", i), f"officer {key} is already officers[{seen[key]}]")
+                seen[key] = i
         return self
 
     def site(self, site_id: str) -> Site:

@@ -28,6 +28,7 @@ from estate.settings import Settings
 from policies import Catalog, Control, Level, Waiver, evaluate, exit_code, load_catalog
 from skydd.lab import LAB_INVENTORY
 
+from .officers import Roster, load_roster
 from .waivers import WaiverStore, signed_waivers
 
 
@@ -122,7 +123,8 @@ def run_audit(settings: Settings, inventory_path: Path | None, selection: Select
             raise InputError(f"--capture: {err}") from err
     at = clock()
     signer = load_signer(settings.home)
-    trust = _signed_records(settings, signer, attestations="attestation" in kinds and bundle is None)
+    trust = _signed_records(settings, signer, attestations="attestation" in kinds and bundle is None,
+                            roster=load_roster(inventory, inventory_path or LAB_INVENTORY, strict=False))
     findings = evaluate(controls, evidence, trust.waivers, at)
     warnings: list[str] = []
     history: History | None = None
@@ -176,11 +178,12 @@ class SignedRecords:
     notes: tuple[str, ...]  # signed waivers that do not count (beyond the lifetime …)
 
 
-def _signed_records(settings: Settings, signer: Signer, *, attestations: bool) -> SignedRecords:
+def _signed_records(settings: Settings, signer: Signer, *, attestations: bool,
+                    roster: Roster | None = None) -> SignedRecords:
     """Waivers from the verified log; ``waivers.json`` and the attestation store checked against
     it. A log that does not verify lets nothing count and is itself reported."""
     signed = read_signed_log(settings.audit_log, signer.public_key)
-    ledger = signed_waivers(signed, settings.waiver_max_days)
+    ledger = signed_waivers(signed, settings.waiver_max_days, roster)
     tampering = [*signed.tampering(), *ledger.tampering(WaiverStore(settings.home))]
     if attestations:
         tampering += AttestationStore(settings.home).tampering(signer.public_key, signed)

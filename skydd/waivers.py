@@ -9,6 +9,12 @@ requester, and last no longer than the maximum lifetime (``SKYDD_WAIVER_MAX_DAYS
 ``$SKYDD_HOME/waivers.json`` is a copy for people and tools, written after the log. An entry in it
 that no signed record backs, or that differs from its signed record, is ignored and reported as
 tampering (``WaiverLedger.tampering``).
+
+Four eyes by person, not by name (docs/adr/0011-four-eyes.md): each entry carries the officer
+block of ``skydd.officers`` (subject, name, and how it is proven: an officer key, a console
+login, or for an inventory without a roster the CLI actor). The approver's subject must differ
+from the requester's, and with a roster every entry must prove its officer, else the waiver is
+void.
 """
 
 from __future__ import annotations
@@ -24,12 +30,20 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
 from audit.records import SignedLog, Tampering
 from estate.canonical import rfc3339
 from estate.errors import InputError
-from policies import Waiver
+from estate.settings import Settings
+from policies import Waiver, load_catalog
 from policies.checks import parse_time
 from policies.errors import PolicyError
+
+from .officers import OFFICER, VIA_SSO, Officer, Roster, block, officer_of
+
+__all__ = ["APPROVE", "REQUEST", "Officer", "Waiver", "WaiverLedger", "WaiverStore", "approve_waiver",
+           "request_waiver", "signed_waivers"]
 
 REQUEST = "waiver.request"
 APPROVE = "waiver.approve"
@@ -75,21 +89,25 @@ class WaiverLedger:
     log: SignedLog
     signed: Mapping[str, Waiver]  # id -> the waiver as its signed entries say (pending or approved)
     void: Mapping[str, str] = field(default_factory=dict)  # id -> why a signed waiver does not count
+    requesters: Mapping[str, Officer] = field(default_factory=dict)  # id -> who requested it
+    forged: frozenset[str] = frozenset()  # void ids whose officer-key proof is false: tampering
 
     def counting(self) -> list[Waiver]:
         """What the engine sees: approved, signed, consistent waivers within the lifetime."""
         return [w for i, w in self.signed.items() if w.approver is not None and i not in self.void]
 
     def notes(self) -> list[str]:
-        return [f"waiver {i} does not count: {why}" for i, why in sorted(self.void.items())]
+        return [f"waiver {i} does not count: {why}" for i, why in sorted(self.void.items())
+                if i not in self.forged]
 
     def tampering(self, store: WaiverStore) -> list[Tampering]:
         """Every entry of ``waivers.json`` that no signed record backs exactly."""
         try:
             docs = store.raw()
         except InputError as err:
-            return [Tampering("waiver", store.path.name, f"{err}; it is ignored")]
-        out = []
+            return [*(Tampering("waiver", i, self.void[i] + "; it does not count") for i in sorted(self.forged)),
+                    Tampering("waiver", store.path.name, f"{err}; it is ignored")]
+        out = [Tampering("waiver", i, self.void[i] + "; it does not count") for i in sorted(self.forged)]
         for n, d in enumerate(docs):
             wid = d.get("id") if isinstance(d, dict) else None
             if not isinstance(wid, str):
@@ -116,10 +134,17 @@ class WaiverLedger:
         return f"differs from its signed record in {', '.join(fields)}"
 
 
-def signed_waivers(log: SignedLog, max_days: int) -> WaiverLedger:
-    """Rebuild every waiver from the signed ``waiver.request`` and ``waiver.approve`` entries."""
+def signed_waivers(log: SignedLog, max_days: int, roster: Roster | None = None) -> WaiverLedger:
+    """Rebuild every waiver from the signed ``waiver.request`` and ``waiver.approve`` entries.
+
+    With a ``roster`` (the inventory's officers), an entry counts only when its officer block
+    proves its officer (``Roster.problem``); the approver's subject must differ from the
+    requester's in every case."""
+    roster = roster or Roster()
     signed: dict[str, Waiver] = {}
     void: dict[str, str] = {}
+    requesters: dict[str, Officer] = {}
+    forged: set[str] = set()
     for entry in log.entries:
         event, data = entry.get("event"), entry.get("data")
         if event not in (REQUEST, APPROVE) or not isinstance(data, Mapping):
@@ -128,11 +153,19 @@ def signed_waivers(log: SignedLog, max_days: int) -> WaiverLedger:
             w = _from_dict(data)
         except (ValueError, KeyError, TypeError, PolicyError):
             continue  # a signed entry Skydd could not have written: nothing to count
+        who = officer_of(data) or Officer(w.requester if event == REQUEST else (w.approver or "?"),
+                                          w.requester if event == REQUEST else (w.approver or "?"))
         if event == REQUEST:
             if w.id in signed:
                 void.setdefault(w.id, "requested twice in the audit log")
                 continue
             signed[w.id] = Waiver(**{**w.__dict__, "approver": None, "approved_at": None})
+            requesters[w.id] = who
+            problem = roster.problem(REQUEST, data)
+            if problem is not None:
+                void[w.id] = f"its request does not prove its officer: {problem}"
+                if _by_key(data):
+                    forged.add(w.id)
             continue
         request = signed.get(w.id)
         if request is None:
@@ -144,8 +177,15 @@ def signed_waivers(log: SignedLog, max_days: int) -> WaiverLedger:
             void[w.id] = "its signed approval does not match its signed request"
             continue
         if (not w.approver or w.approved_at is None
-                or w.approver.strip().casefold() == w.requester.casefold()):
+                or w.approver.strip().casefold() == w.requester.casefold()
+                or who.same_person(requesters[w.id])):
             void[w.id] = "its approval does not name a second person"
+            continue
+        problem = roster.problem(APPROVE, data)
+        if problem is not None:
+            void[w.id] = f"its approval does not prove its officer: {problem}"
+            if _by_key(data):
+                forged.add(w.id)
             continue
         signed[w.id] = w
     for wid, w in signed.items():
@@ -153,7 +193,78 @@ def signed_waivers(log: SignedLog, max_days: int) -> WaiverLedger:
         if days > max_days:
             void.setdefault(wid, f"it lasts {days:.0f} days, more than the maximum of {max_days} "
                                   "(SKYDD_WAIVER_MAX_DAYS)")
-    return WaiverLedger(log, signed, void)
+    return WaiverLedger(log, signed, void, requesters, frozenset(forged))
+
+
+def _by_key(data: Mapping[str, Any]) -> bool:
+    """Whether the entry claims an officer-key signature (a false claim is tampering)."""
+    b = data.get(OFFICER)
+    return isinstance(b, Mapping) and b.get("via") == "key"
+
+
+def request_waiver(settings: Settings, control: str, target: str | None, reason: str,
+                   expires_at: datetime, officer: Officer, at: datetime, *,
+                   key: Ed25519PrivateKey | None = None, via: str = VIA_SSO) -> Waiver:
+    """Ask for a waiver as ``officer``: a ``waiver.request`` entry in the signed log (then the copy
+    in ``waivers.json``). ``key``: the officer's own key signs it (the CLI); without one the entry
+    says ``via`` (``sso``: the console vouches for a verified login)."""
+    from audit import log
+    from audit.signing import load_signer
+
+    if control not in load_catalog().by_id():
+        raise InputError(f"{control!r}: no such control")
+    w = new_request(control, target, reason, officer.name, expires_at, at, settings.waiver_max_days)
+    record = w.to_dict()
+    data = {**record, OFFICER: block(REQUEST, record, officer, at, key, via)}
+    # The signed log first: waivers.json is only a copy, and an entry in it without a signed
+    # record would be reported as tampering.
+    log.append(settings.audit_log, load_signer(settings.home), REQUEST, officer.name, data)
+    WaiverStore(settings.home).put(w)
+    return w
+
+
+def approve_waiver(settings: Settings, waiver_id: str, officer: Officer, at: datetime, *,
+                   key: Ed25519PrivateKey | None = None, via: str = VIA_SSO,
+                   roster: Roster | None = None) -> Waiver:
+    """Approve ``waiver_id`` as ``officer``: refused (``InputError``) when the officer is the
+    requester (same subject), the request is not in the verified log, or it does not count."""
+    from audit import log
+    from audit.errors import VerificationError
+    from audit.records import read_signed_log
+    from audit.signing import load_signer
+
+    signer = load_signer(settings.home)
+    ledger = signed_waivers(read_signed_log(settings.audit_log, signer.public_key),
+                            settings.waiver_max_days, roster)
+    if ledger.log.problem is not None:
+        raise VerificationError(f"{ledger.log.problem}: no waiver can be approved")
+    request = ledger.signed.get(waiver_id)
+    if request is None:
+        raise InputError(f"no waiver {waiver_id!r} is requested in the signed audit log"
+                         f"{_hand_written(settings, waiver_id)}")
+    if waiver_id in ledger.void:
+        raise InputError(f"waiver {waiver_id} cannot be approved: {ledger.void[waiver_id]}")
+    requester = ledger.requesters.get(waiver_id)
+    if requester is not None and officer.same_person(requester):
+        who = requester.name if requester.name == requester.subject else f"{requester.name}, {requester.subject}"
+        raise InputError(f"waiver {waiver_id}: the approver must not be the requester ({who}); "
+                         "another officer must approve it (four eyes)")
+    w = approval(request, officer.name, at)
+    record = w.to_dict()
+    data = {**record, OFFICER: block(APPROVE, record, officer, at, key, via)}
+    log.append(settings.audit_log, signer, APPROVE, officer.name, data)
+    WaiverStore(settings.home).put(w)
+    return w
+
+
+def _hand_written(settings: Settings, waiver_id: str) -> str:
+    try:
+        docs = WaiverStore(settings.home).raw()
+    except InputError:
+        return ""
+    if any(isinstance(d, dict) and d.get("id") == waiver_id for d in docs):
+        return " (waivers.json names it, but nothing signed does: it was written by hand)"
+    return ""
 
 
 class WaiverStore:

@@ -78,5 +78,9 @@ def _read(path: Path, option: str) -> bytes:
 
 
 def register(app: typer.Typer) -> None:
+    from .signoff import report_sign_off, report_signoffs
+
     report_app.command("verify")(report_verify)
+    report_app.command("sign-off")(report_sign_off)
+    report_app.command("signoffs")(report_signoffs)
     app.add_typer(report_app, name="report")

@@ -10,8 +10,9 @@ from .service import LabService
 
 LAB_INVENTORY = Path(__file__).parent / "inventory.yaml"  # also the example inventory
 
-# Start order: the network first (others live in its namespaces), vcsim last.
-SERVICES: tuple[str, ...] = ("network", "postgres", "keycloak", "training", "vcsim")
+# Start order: the network first (others live in its namespaces), vcsim last; the officers' keys
+# (files only) after them.
+SERVICES: tuple[str, ...] = ("network", "postgres", "keycloak", "training", "vcsim", "officers")
 
 
 def services(home: Path, only: list[str] | None = None) -> list[LabService]:
