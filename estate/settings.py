@@ -62,6 +62,26 @@ class Settings:
         return int(raw)
 
     @property
+    def home_inventory(self) -> Path:
+        """The home's default inventory (``skydd lab up`` links the lab's here)."""
+        return self.home / "inventory.yaml"
+
+    def inventory(self, given: Path | None = None) -> Path:
+        """The inventory a command works on: ``given`` (``--inventory``), else ``SKYDD_INVENTORY``,
+        else ``$SKYDD_HOME/inventory.yaml``; none of them: ``InputError`` (exit 2). Never the lab's
+        unless the lab put it there: a municipality's Skydd never audits the example estate by
+        accident."""
+        if given is not None:
+            return given
+        env = os.environ.get("SKYDD_INVENTORY", "").strip()
+        if env:
+            return Path(env)
+        if self.home_inventory.is_file():
+            return self.home_inventory.resolve()  # a link to the lab's: its own folder for relative paths
+        raise InputError(f"no inventory: give --inventory FILE, set SKYDD_INVENTORY, or put one at "
+                         f"{self.home_inventory} (`skydd lab up` links the lab's there)")
+
+    @property
     def lab(self) -> Path:
         return self.home / "lab"
 

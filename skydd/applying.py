@@ -21,7 +21,6 @@ from estate.errors import InputError, SkyddError
 from estate.loader import load_inventory
 from estate.settings import PLAYBOOKS_DIR, Settings
 from policies import Control, Level, load_catalog
-from skydd.lab import LAB_INVENTORY
 
 from . import ansible_inventory
 from .auditing import AuditResult, Selection, run_audit
@@ -200,7 +199,7 @@ def run_apply(settings: Settings, inventory_path: Path | None, selection: Select
     """Apply the selected controls; never raises for a failed task (see ``problems``)."""
     import ansible_runner
 
-    inventory_path = inventory_path or LAB_INVENTORY
+    inventory_path = settings.inventory(inventory_path)
     inventory, inv_digest = load_inventory(inventory_path, home=settings.home)
     controls = selection.apply(load_catalog(), inventory)
     the_plan = plan(controls, selection, allow_disruptive=options.allow_disruptive)

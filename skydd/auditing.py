@@ -26,7 +26,6 @@ from estate.inventory import Inventory
 from estate.loader import load_inventory
 from estate.settings import Settings
 from policies import Catalog, Control, Level, Waiver, evaluate, exit_code, load_catalog
-from skydd.lab import LAB_INVENTORY
 
 from .officers import Roster, load_roster
 from .waivers import WaiverStore, signed_waivers
@@ -99,7 +98,8 @@ def run_audit(settings: Settings, inventory_path: Path | None, selection: Select
               capture: Path | None = None,
               progress: Progress | None = None, actor: str = "skydd",
               clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> AuditResult:
-    inventory, inv_digest = load_inventory(inventory_path or LAB_INVENTORY, home=settings.home)
+    inventory_path = settings.inventory(inventory_path)
+    inventory, inv_digest = load_inventory(inventory_path, home=settings.home)
     catalog = load_catalog()
     controls = selection.apply(catalog, inventory)
     kinds = {c.applies_to.evidence for c in controls}
@@ -124,7 +124,7 @@ def run_audit(settings: Settings, inventory_path: Path | None, selection: Select
     at = clock()
     signer = load_signer(settings.home)
     trust = _signed_records(settings, signer, attestations="attestation" in kinds and bundle is None,
-                            roster=load_roster(inventory, inventory_path or LAB_INVENTORY, strict=False))
+                            roster=load_roster(inventory, inventory_path, strict=False))
     findings = evaluate(controls, evidence, trust.waivers, at)
     warnings: list[str] = []
     history: History | None = None

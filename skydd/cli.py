@@ -14,13 +14,13 @@ from rich.text import Text
 from estate.errors import SkyddError
 from estate.settings import Settings
 
+from .commands import InventoryOpt
 from .output import actor, err, out
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   help="Skydd: five security levels as controls, applied with Ansible, "
                        "proven with signed compliance reports.")
 
-InventoryOpt = Annotated[Path | None, typer.Option("--inventory", help="Inventory YAML (default: the lab's).")]
 
 
 @app.command()

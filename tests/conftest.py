@@ -11,6 +11,9 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+# Commands without --inventory work on $SKYDD_INVENTORY: in tests, the lab's (the example estate),
+# also for the skydd processes tests start. tests/unit/skydd/test_default_inventory.py unsets it.
+os.environ.setdefault("SKYDD_INVENTORY", str(REPO / "skydd" / "lab" / "inventory.yaml"))
 
 
 _MARKED_FOLDERS = {"lab": pytest.mark.lab, "browser": pytest.mark.browser}

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -13,6 +12,8 @@ from rich.markup import escape
 from rich.text import Text
 
 from estate.settings import Settings
+
+from . import InventoryOpt
 
 # Consoles with markup for styling: every piece of text that is not our own literal (control ids,
 # hosts, paths, messages) goes through ``escape`` or ``Text``, never straight into markup.
@@ -38,7 +39,7 @@ def diff_lines(diff: Mapping[str, Any]) -> list[str]:
 
 
 def apply(
-    inventory: Annotated[Path | None, typer.Option("--inventory", help="Inventory YAML (default: the lab's).")] = None,
+    inventory: InventoryOpt = None,
     level: Annotated[str | None, typer.Option(help="Levels, e.g. a,b.")] = None,
     control: Annotated[str | None, typer.Option(help="Control ids, comma separated.")] = None,
     profile: Annotated[str | None, typer.Option(help="A tailoring in policies/profiles/ (e.g. lab).")] = None,

@@ -15,21 +15,20 @@ from estate.errors import InputError
 from estate.loader import load_inventory
 from estate.settings import Settings
 from identity.errors import IdentityConfigError
-from skydd.lab import LAB_INVENTORY
 
 from ..deny_log import DenyLog
 from ..output import err
+from . import InventoryOpt
 
 if TYPE_CHECKING:
     from identity.decision import AccessDecision
 
-InventoryOpt = Annotated[Path | None, typer.Option("--inventory", help="Inventory YAML (default: the lab's).")]
 
 
 def _decider(inventory: Path | None, settings: Settings) -> AccessDecision:
     from identity.decision import AccessDecision
 
-    inv, _ = load_inventory(inventory or LAB_INVENTORY, home=settings.home)
+    inv, _ = load_inventory(settings.inventory(inventory), home=settings.home)
     try:
         return AccessDecision.from_inventory(inv, settings.home)
     except IdentityConfigError as e:

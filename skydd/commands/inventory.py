@@ -27,6 +27,7 @@ from estate.settings import Settings
 
 from .. import ansible_inventory
 from ..output import err
+from . import InventoryOpt
 
 inventory_app = typer.Typer(no_args_is_help=True, help="The inventory in other tools' formats.")
 
@@ -70,8 +71,7 @@ def render(data: dict[str, Any], source: str) -> str:
 
 def export(
     fmt: Annotated[str, typer.Option("--format", help="ansible (YAML inventory).")] = "ansible",
-    inventory: Annotated[Path | None, typer.Option(
-        "--inventory", help="Inventory YAML (default: the lab's).")] = None,
+    inventory: InventoryOpt = None,
     out_file: Annotated[Path | None, typer.Option("--out", help="Write here (default: stdout).")] = None,
     inventory_file: Annotated[str | None, typer.Option(
         "--inventory-file", help="Path of the Skydd inventory where the playbooks run "
@@ -81,12 +81,11 @@ def export(
                               "(default: each connection's own).")] = None,
 ) -> None:
     """Write the inventory for AWX / Automation Controller or ansible-navigator. Exit 0, 2 bad input."""
-    from skydd.lab import LAB_INVENTORY
-
     if fmt != "ansible":
         raise InputError(f"--format {fmt!r}: use ansible")
-    path = inventory or LAB_INVENTORY
-    inv, _ = load_inventory(path, home=Settings.from_env().home)
+    settings = Settings.from_env()
+    path = settings.inventory(inventory)
+    inv, _ = load_inventory(path, home=settings.home)
     data, warnings = export_ansible(inv, inventory_file=inventory_file or str(path.resolve()),
                                     known_hosts=known_hosts)
     text = render(data, path.name)

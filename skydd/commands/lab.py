@@ -12,7 +12,7 @@ from rich.markup import escape
 from estate.settings import Settings
 from skydd.lab.errors import LabError
 
-from ..lab import services
+from ..lab import link_inventory, services, unlink_inventory
 from ..lab.service import Progress
 
 lab_app = typer.Typer(no_args_is_help=True, help="The local lab of real services (root).")
@@ -36,7 +36,9 @@ def up(only: OnlyOpt = None) -> None:
     """Start the lab, unhardened, and wait until every service is ready."""
     settings = Settings.from_env()
     settings.ensure()
-    for svc in services(settings.home, _only(only)):
+    selected = services(settings.home, _only(only))
+    err.print(f"inventory: {escape(link_inventory(settings.home))}")
+    for svc in selected:
         err.print(f"[bold]{escape(svc.name)}[/]: starting")
         try:
             svc.up(_progress(svc.name))
@@ -50,13 +52,16 @@ def up(only: OnlyOpt = None) -> None:
 def down(only: OnlyOpt = None) -> None:
     """Stop every lab service and remove what the lab made."""
     failed = False
-    for svc in reversed(services(Settings.from_env().home, _only(only))):
+    home = Settings.from_env().home
+    for svc in reversed(services(home, _only(only))):
         try:
             svc.down(_progress(svc.name))
             err.print(f"{escape(svc.name)}: down")
         except LabError as e:
             err.print(f"{escape(svc.name)}: failed to stop: {escape(str(e))}")
             failed = True
+    if only is None and not failed:
+        unlink_inventory(home)
     raise typer.Exit(1 if failed else 0)
 
 

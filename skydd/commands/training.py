@@ -14,13 +14,12 @@ from estate.loader import load_inventory
 from estate.settings import Settings
 from identity.training_import import FORMATS, ImportRejected, guess_format, import_file
 from identity.training_store import TrainingStore, TrainingStoreError, UserStanding, redact_url
-from skydd.lab import LAB_INVENTORY
 
 from ..output import err, out
+from . import InventoryOpt
 
 training_app = typer.Typer(no_args_is_help=True, help="Training records that gate access (level e).")
 
-InventoryOpt = Annotated[Path | None, typer.Option("--inventory", help="Inventory YAML (default: the lab's).")]
 
 
 class StoreUnavailable(SkyddError):
@@ -28,7 +27,7 @@ class StoreUnavailable(SkyddError):
 
 
 def open_store(inventory: Path | None, settings: Settings) -> TrainingStore:
-    inv, _ = load_inventory(inventory or LAB_INVENTORY, home=settings.home)
+    inv, _ = load_inventory(settings.inventory(inventory), home=settings.home)
     try:
         return TrainingStore(inv.training_store.url)
     except TrainingStoreError as e:

@@ -15,6 +15,26 @@ LAB_INVENTORY = Path(__file__).parent / "inventory.yaml"  # also the example inv
 SERVICES: tuple[str, ...] = ("network", "postgres", "keycloak", "training", "vcsim", "officers")
 
 
+def link_inventory(home: Path) -> str:
+    """Make the lab's inventory the home's default (``$SKYDD_HOME/inventory.yaml``, a link), so
+    that commands without ``--inventory`` work on the lab; an inventory of the user's own there is
+    kept. Returns what was done, for progress."""
+    link = home / "inventory.yaml"
+    if link.is_symlink() and link.resolve() == LAB_INVENTORY.resolve():
+        return f"{link} is the lab's inventory"
+    if link.exists() or link.is_symlink():
+        return f"{link} is not the lab's inventory and is kept: give --inventory {LAB_INVENTORY} for the lab"
+    link.symlink_to(LAB_INVENTORY.resolve())
+    return f"{link} now links the lab's inventory (the default without --inventory)"
+
+
+def unlink_inventory(home: Path) -> None:
+    """Remove the home's link to the lab's inventory (never an inventory of the user's own)."""
+    link = home / "inventory.yaml"
+    if link.is_symlink() and link.resolve() == LAB_INVENTORY.resolve():
+        link.unlink()
+
+
 def services(home: Path, only: list[str] | None = None) -> list[LabService]:
     names = list(SERVICES)
     if only:

@@ -5,11 +5,9 @@ else (``POST /v1/decision``, ``GET /v1/health``, the lifespan) to FastAPI."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
@@ -55,15 +53,12 @@ def create_app(decider: AccessDecision, deny_log: DenyLog, *, clock: Clock = utc
 
 
 def app_from_env() -> SkyddApp:
-    """For ``uvicorn --factory``: the inventory from ``$SKYDD_INVENTORY`` (default: the lab's)
-    and the home from ``$SKYDD_HOME``."""
+    """For ``uvicorn --factory``: the inventory from ``$SKYDD_INVENTORY`` (default: the home's,
+    ``Settings.inventory``) and the home from ``$SKYDD_HOME``."""
     from estate.loader import load_inventory
     from estate.settings import Settings
-    from skydd.lab import LAB_INVENTORY
 
     settings = Settings.from_env()
-    inventory_path = os.environ.get("SKYDD_INVENTORY")
-    inventory, _ = load_inventory(Path(inventory_path) if inventory_path else LAB_INVENTORY,
-                                  home=settings.home)
+    inventory, _ = load_inventory(settings.inventory(), home=settings.home)
     return create_app(AccessDecision.from_inventory(inventory, settings.home),
                       DenyLog(settings.home))

@@ -64,19 +64,12 @@ PENDING: dict[str, tuple[frozenset[str], str]] = {
     "estate/network_plan.py": (frozenset({"namespace"}), "H-traffic"),
     "policies/named/level_b.py": (frozenset({"namespace"}), "H-traffic (traffic hops by id)"),
     "skydd/ansible_inventory.py": (frozenset({"netns", "namespace"}), "H-traffic"),
-    "skydd/commands/inventory.py": (frozenset({"namespace", "import"}), "H-traffic, lead"),
+    "skydd/commands/inventory.py": (frozenset({"namespace"}), "H-traffic"),
     # H-traffic: the traffic evidence names hops by namespace (becomes host id + address).
     _SERIES + "as-found-forwarding-everything.fail.yaml": (frozenset({"namespace"}), "H-traffic"),
     _SERIES + "bypassing-fw1.fail.yaml": (frozenset({"namespace"}), "H-traffic"),
     _SERIES + "no-route.error.yaml": (frozenset({"namespace"}), "H-traffic"),
     _SERIES + "torsby.pass.yaml": (frozenset({"namespace"}), "H-traffic"),
-    # The lab inventory as the default inventory: lead (a settings default, e.g. SKYDD_INVENTORY,
-    # that ``skydd lab up`` points at its own inventory).
-    "skydd/auditing.py": (frozenset({"import"}), "lead"),
-    "skydd/applying.py": (frozenset({"import"}), "lead"),
-    "skydd/commands/decide.py": (frozenset({"import"}), "lead"),
-    "skydd/commands/training.py": (frozenset({"import"}), "lead"),
-    "skydd/web/app.py": (frozenset({"import"}), "lead"),
 }
 
 
