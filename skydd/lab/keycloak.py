@@ -115,7 +115,7 @@ class Service(LabService):
                f"--https-certificate-key-file={pki.server_key}",
                f"--https-trust-store-file={pki.eid_ca_pem}",
                # the server's own truststore: Keycloak verifies the e-ID CA's CRL signature here
-               f"--truststore-paths={pki.eid_ca_pem}", "--import-realm"]
+               f"--truststore-paths={pki.eid_ca_pem}", "--import-realm", "--cache=local"]
         env = {**os.environ, "JAVA_HOME": str(java), "KC_BOOTSTRAP_ADMIN_USERNAME": username,
                "KC_BOOTSTRAP_ADMIN_PASSWORD": password, "SKYDD_LAB_STAFF_PASSWORD": staff_password,
                "JAVA_OPTS_KC_HEAP": "-Xms64m -Xmx768m",
