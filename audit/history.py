@@ -5,6 +5,11 @@ Every audit is kept as one row: its id, inventory, time, overall status and the 
 (``SKYDD_HISTORY_URL=postgresql+psycopg://user@host:port/db``). The schema is one table made
 with ``create_all`` (see docs/adr/0003-reports.md).
 
+The same database is the audit log's *witness* (docs/adr/0008-append-only-log.md): the table
+``witness_checkpoints`` keeps a copy of the log's signed checkpoints outside ``$SKYDD_HOME``,
+one chain per signing key. It is made on first use, not when history opens, so a database made
+before it (or a role that may not create tables) keeps serving audits and drift.
+
 Timestamps are stored in UTC on both back ends: SQLite keeps no offset, so values are converted
 to UTC before they are written and read back as UTC; PostgreSQL keeps ``timestamptz`` and its
 answers (in the session's time zone) are converted to UTC.
@@ -20,6 +25,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Column,
     DateTime,
     Dialect,
@@ -28,12 +34,13 @@ from sqlalchemy import (
     String,
     Table,
     TypeDecorator,
+    UniqueConstraint,
     create_engine,
     make_url,
     select,
 )
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, IntegrityError, SQLAlchemyError
 
 from estate.canonical import rfc3339
 
@@ -42,6 +49,10 @@ from .errors import AuditError
 
 class HistoryError(AuditError):
     """The history database could not be opened, read or written."""
+
+
+class WitnessConflict(HistoryError):
+    """Another writer recorded a checkpoint first: read the witness again and retry."""
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -77,6 +88,29 @@ audits = Table(
     Column("statuses", JSON, nullable=False),  # {"control|target": status}
 )
 
+# The witness: signed checkpoints of audit logs, each extending the one before it. ``previous``
+# is the size of the checkpoint a row extends (0 for the first), unique per origin, so two
+# writers that both extend the same checkpoint cannot both be recorded: the chain stays linear.
+witness_checkpoints = Table(
+    "witness_checkpoints", _meta,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("origin", String(80), nullable=False),  # the key id that signs the log
+    Column("size", BigInteger, nullable=False),  # lines up to and including the checkpoint
+    Column("head", String(80), nullable=False),  # the checkpoint line's hash
+    Column("end_byte", BigInteger, nullable=False),  # file offset just after that line
+    Column("previous", BigInteger, nullable=False),
+    Column("signed_seq", BigInteger, nullable=False),  # what the checkpoint signs: seq, hash
+    Column("signed_hash", String(80), nullable=False),
+    Column("signature", String(200), nullable=False),
+    Column("key_id", String(80), nullable=False),
+    Column("at", String(40), nullable=False),  # the checkpoint's own RFC 3339 time, as signed
+    Column("recorded_at", UTCDateTime(), nullable=False),
+    UniqueConstraint("origin", "size", name="uq_witness_size"),
+    UniqueConstraint("origin", "previous", name="uq_witness_previous"),
+)
+WITNESS_FIELDS = ("origin", "size", "head", "end_byte", "previous", "signed_seq", "signed_hash",
+                  "signature", "key_id", "at", "recorded_at")
+
 # A finding in one of these needs attention; moving into one is "newly failing".
 FAILING = frozenset({"fail", "error", "manual"})
 FIXED = frozenset({"pass"})
@@ -92,11 +126,16 @@ class History:
             raise HistoryError(f"history URL {url!r} is not a database URL "
                                "(e.g. postgresql+psycopg://user@host/db)") from err
         self.url = parsed.render_as_string(hide_password=True)
+        self.backend = parsed.get_backend_name()
+        self.database = parsed.database
+        self._witness_ready = False
         if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         try:
-            self.engine: Engine = create_engine(parsed, future=True, pool_pre_ping=True)
-            _meta.create_all(self.engine)
+            connect = {"connect_timeout": 10} if parsed.get_backend_name() == "postgresql" else {}
+            self.engine: Engine = create_engine(parsed, future=True, pool_pre_ping=True,
+                                                connect_args=connect)
+            _meta.create_all(self.engine, tables=[audits])
         except (SQLAlchemyError, ImportError) as err:
             raise HistoryError(f"history {self.url}: cannot open ({_reason(err)})") from err
 
@@ -143,6 +182,53 @@ class History:
                 conn.execute(audits.insert().values(**values))
         except SQLAlchemyError as err:
             raise HistoryError(f"history {self.url}: cannot record audit {report['id']} "
+                               f"({_reason(err)})") from err
+
+
+    # The witness (see docs/adr/0008-append-only-log.md). What a checkpoint must satisfy to be
+    # recorded is decided by audit.log.witness; this only stores and keeps the chain linear.
+    def _witness_table(self) -> None:
+        if self._witness_ready:
+            return
+        try:
+            _meta.create_all(self.engine, tables=[witness_checkpoints])
+        except SQLAlchemyError as err:
+            raise HistoryError(f"history {self.url}: cannot make the witness table "
+                               f"({_reason(err)})") from err
+        self._witness_ready = True
+
+    def witnessed(self, origin: str) -> dict[str, Any] | None:
+        """The latest checkpoint the witness holds for the log signed by ``origin``, or None."""
+        self._witness_table()
+        query = (select(witness_checkpoints).where(witness_checkpoints.c.origin == origin)
+                 .order_by(witness_checkpoints.c.size.desc()).limit(1))
+        try:
+            with self.engine.connect() as conn:
+                row = conn.execute(query).mappings().first()
+        except SQLAlchemyError as err:
+            raise HistoryError(f"history {self.url}: cannot read the witness ({_reason(err)})") from err
+        return None if row is None else {k: row[k] for k in WITNESS_FIELDS}
+
+    def witness(self, checkpoint: Mapping[str, Any]) -> None:
+        """Record a checkpoint that extends the latest one (``previous`` is that one's size, 0
+        for the first). ``WitnessConflict`` when another writer recorded one first."""
+        self._witness_table()
+        values = {k: checkpoint[k] for k in WITNESS_FIELDS}
+        try:
+            with self.engine.begin() as conn:
+                latest = conn.execute(
+                    select(witness_checkpoints.c.size)
+                    .where(witness_checkpoints.c.origin == values["origin"])
+                    .order_by(witness_checkpoints.c.size.desc()).limit(1)).scalar()
+                if (latest or 0) != values["previous"] or values["size"] <= values["previous"]:
+                    raise WitnessConflict(f"history {self.url}: the witness moved on to size "
+                                          f"{latest} meanwhile")
+                conn.execute(witness_checkpoints.insert().values(**values))
+        except IntegrityError as err:
+            raise WitnessConflict(f"history {self.url}: another writer recorded a checkpoint "
+                                  f"first ({_reason(err)})") from err
+        except SQLAlchemyError as err:
+            raise HistoryError(f"history {self.url}: cannot record a checkpoint in the witness "
                                f"({_reason(err)})") from err
 
 

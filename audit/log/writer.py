@@ -40,6 +40,8 @@ from .format import (
     pending_item,
 )
 from .tail import Head, fsync_dir, last_newline, read_tail, recover_torn, trusted_head
+from .witness import Warn
+from .witness import record as witness_record
 
 Clock = Callable[[], datetime]
 PIPELINE_DEPTH = 4  # batches written and not yet synced, at most
@@ -387,13 +389,24 @@ class AuditLog:
 
 
 def append(path: Path, signer: Signer, event: str, actor: str, data: Mapping[str, Any],
-           *, at: datetime | None = None) -> dict[str, Any]:
-    """Append one durable entry followed by a checkpoint (a one-shot writer that closes)."""
+           *, at: datetime | None = None, witness: str | None = None,
+           warn: Warn | None = None) -> dict[str, Any]:
+    """Append one durable entry followed by a checkpoint (a one-shot writer that closes), then
+    record that checkpoint in the witness (``witness``: a history URL; None: the one configured
+    for the log's home, if any). The entry stands whatever the witness does; a witness that is
+    unreachable or refuses the log is reported through ``warn`` (default: a logged warning)."""
     with AuditLog(path, signer) as audit_log:
-        return audit_log._submit(Request([pending_item(event, actor, data, at)], seal=True))[0]
+        entry = audit_log._submit(Request([pending_item(event, actor, data, at)], seal=True))[0]
+    witness_record(path, signer.public_key, witness, warn)
+    return entry
 
 
-def accept_unsigned(path: Path, signer: Signer, actor: str, reason: str) -> dict[str, Any] | None:
-    """``skydd log seal --accept-unsigned``: sign over an unsigned tail, recording who and why."""
+def accept_unsigned(path: Path, signer: Signer, actor: str, reason: str, *,
+                    witness: str | None = None, warn: Warn | None = None) -> dict[str, Any] | None:
+    """``skydd log seal --accept-unsigned``: sign over an unsigned tail, recording who and why;
+    the new checkpoint goes to the witness as for ``append``."""
     with AuditLog(path, signer) as audit_log:
-        return audit_log.accept_unsigned(actor, reason)
+        entry = audit_log.accept_unsigned(actor, reason)
+    if entry is not None:
+        witness_record(path, signer.public_key, witness, warn)
+    return entry

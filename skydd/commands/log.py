@@ -2,6 +2,9 @@
 
 ``verify --anchor report.json`` proves that the log still holds the state a signed report
 recorded (its ``log`` object: line count and head hash), so cutting entries off the end shows.
+When a history store outside ``$SKYDD_HOME`` is configured (``SKYDD_HISTORY_URL``), ``verify``
+also proves the log still holds the witness's latest checkpoint (``--witness`` requires it,
+``--no-witness`` skips it); a log deleted after the witness recorded it is broken, not missing.
 ``seal --accept-unsigned`` is the operator's explicit way to sign over entries no checkpoint
 covers (left by a crashed writer), recording who accepted them and why (ADR 0008).
 """
@@ -16,8 +19,11 @@ import typer
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from audit.errors import VerificationError
-from audit.log import LogAnchor, LogReport, accept_unsigned, verify_log
+from audit.history import History, HistoryError
+from audit.log import LogAnchor, LogReport, Witnessed, accept_unsigned, verify_log, witness_url
+from audit.log.witness import latest
 from audit.signing import KEY_NAME, load_home_public_key, load_public_key, load_signer
+from estate.canonical import rfc3339
 from estate.errors import InputError
 from estate.settings import Settings
 
@@ -26,6 +32,8 @@ from ..output import actor, err, out
 _LOG_HELP = "The log (default: $SKYDD_HOME/audit.log)."
 _KEY_HELP = "PEM public key you trust (default: the $SKYDD_HOME/keys key)."
 _ANCHOR_HELP = "A signed report (report.json) whose 'log' state the log must still contain; repeatable."
+_WITNESS_HELP = ("Prove the log still holds the witness's latest checkpoint (the history store "
+                 "outside $SKYDD_HOME); default: when one is configured.")
 _ACCEPT_HELP = "Sign over the entries after the last checkpoint, after you reviewed them."
 
 
@@ -34,30 +42,65 @@ def verify(
     public_key: Annotated[Path | None, typer.Option("--public-key", help=_KEY_HELP)] = None,
     anchor: Annotated[list[Path] | None, typer.Option("--anchor", help=_ANCHOR_HELP)] = None,
     fmt: Annotated[str, typer.Option("--format", help="text or json")] = "text",
+    witness: Annotated[bool | None, typer.Option("--witness/--no-witness", help=_WITNESS_HELP)] = None,
 ) -> None:
-    """Check the chain, every checkpoint and each anchor. Exit 0 intact, 1 broken, 2 bad input."""
+    """Check the chain, every checkpoint, each anchor and the witness. Exit 0 intact, 1 broken
+    (rolled back or forked against an anchor or the witness), 2 bad input."""
     if fmt not in ("text", "json"):
         raise InputError(f"--format {fmt!r}: use text or json")
     settings = Settings.from_env()
     path = log or settings.audit_log
     key = _trusted_key(public_key, settings)
     anchors = [read_anchor(p) for p in anchor or ()]
+    held = _witnessed(settings, key, witness)
     if not path.is_file():
+        if held is not None and not path.exists():
+            err.print(f"broken: {path}: the log is gone, but the witness holds its checkpoint "
+                      f"{held.describe()}: it was deleted (rollback)")
+            raise typer.Exit(1)
         raise InputError(f"--log {path}: no such file" if log else f"no audit log at {path} (nothing logged yet?)")
     try:
         with err.status("verifying the audit log…") as status:
             def progress(done: int, total: int) -> None:
                 status.update(f"verifying the audit log… {done * 100 // max(total, 1)} %")
-            report = verify_log(path, key, anchors=anchors, progress=progress)
+            report = verify_log(path, key, anchors=[*anchors, *([held.anchor] if held else [])],
+                                progress=progress)
     except OSError as e:
         raise InputError(f"--log {path}: {e.strerror}") from e
     if fmt == "json":
-        print(json.dumps(_as_dict(report), indent=2))
+        print(json.dumps({**_as_dict(report), "witness": _witness_dict(held, report)}, indent=2))
     elif report.problem is None:
-        _print_intact(report, list(zip(anchor or [], anchors, strict=True)))
+        _print_intact(report, list(zip(anchor or [], anchors, strict=True)), held)
     if report.problem is not None:
         err.print(f"broken: {path}: {report.problem.message}")
+        if held is not None:
+            err.print(f"witness: holds checkpoint {held.describe()}, recorded "
+                      f"{rfc3339(held.recorded_at)}; the log must still contain it")
         raise typer.Exit(1)
+
+
+def _witnessed(settings: Settings, key: Ed25519PublicKey, wanted: bool | None) -> Witnessed | None:
+    """The witness's latest checkpoint of this log; None when it holds none, is not configured
+    or not wanted. ``--witness`` makes a missing or unreachable witness bad input (exit 2);
+    without it an unreachable witness is a warning, never silent."""
+    if wanted is False:
+        return None
+    url, why = witness_url(settings.home)
+    if url is None:
+        if wanted:
+            raise InputError(f"--witness: {why}")
+        return None
+    try:
+        with History(url) as history:
+            held = latest(history, key)
+    except HistoryError as e:
+        if wanted:
+            raise InputError(f"--witness: {e}") from e
+        err.print(f"warning: the witness was not checked: {e}")
+        return None
+    if held is None:
+        err.print("note: the witness holds no checkpoint of this log yet")
+    return held
 
 
 def seal(
@@ -79,7 +122,8 @@ def seal(
     if not (settings.keys / KEY_NAME).is_file():  # never make a key to sign over a log
         raise InputError(f"no signing key in {settings.keys}: sealing needs the key that signs the log")
     who = by or actor()
-    entry = accept_unsigned(path, load_signer(settings.home), who, reason.strip())
+    entry = accept_unsigned(path, load_signer(settings.home), who, reason.strip(),
+                            warn=lambda m: err.print(f"warning: {m}"))
     if entry is None:
         out.print(f"nothing to accept: {path} ends in a signed checkpoint")
         return
@@ -124,12 +168,16 @@ def _trusted_key(public_key: Path | None, settings: Settings) -> Ed25519PublicKe
         raise InputError(f"the signing key in {settings.keys} is unreadable: {e}") from e
 
 
-def _print_intact(report: LogReport, proven: list[tuple[Path, LogAnchor]]) -> None:
+def _print_intact(report: LogReport, proven: list[tuple[Path, LogAnchor]],
+                  held: Witnessed | None = None) -> None:
     out.print(f"intact: {report.entries} entries and {report.checkpoints} checkpoints verified; "
               f"head seq {report.head_seq} {report.head_hash}")
     for source, a in proven:  # an intact report proved every anchor
         out.print(f"anchor from {source}: line {a.size} still hashes to {a.head}; "
                   "the log continues from it")
+    if held is not None:
+        out.print(f"witness: line {held.size} still hashes to {held.head} (recorded "
+                  f"{rfc3339(held.recorded_at)}); the log continues from it")
     for seq in report.recoveries:
         out.print(f"note: seq {seq} records a torn last line cut off after a crash "
                   "(the bytes are kept beside the log)")
@@ -147,6 +195,13 @@ def _as_dict(report: LogReport) -> dict[str, object]:
             "anchors": [a.to_dict() for a in report.anchors],
             "problem": None if p is None else {"kind": p.kind.value, "line": p.line, "seq": p.seq,
                                                 "message": p.message}}
+
+
+def _witness_dict(held: Witnessed | None, report: LogReport) -> dict[str, object] | None:
+    if held is None:
+        return None
+    return {"size": held.size, "head": held.head, "at": held.at,
+            "recorded_at": rfc3339(held.recorded_at), "proven": held.anchor in report.anchors}
 
 
 def register(app: typer.Typer) -> None:

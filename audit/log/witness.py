@@ -1,0 +1,234 @@
+"""The witness: a copy of the log's signed checkpoints kept outside ``$SKYDD_HOME`` (ADR 0008).
+
+The history database (``SKYDD_HISTORY_URL``, e.g. PostgreSQL on another host) keeps, per signing
+key, a chain of the log's signed checkpoints: size (lines), head (the checkpoint line's hash),
+the byte offset where it ends, what it signs, the signature, key id and time. Like a C2SP
+``tlog-witness`` cosigner it records a checkpoint only when it *extends* the latest one it holds:
+the log must still hold that checkpoint's line, unchanged, at the same place, and every line
+after it must chain from it up to the new checkpoint, whose signature must verify. A log cut
+back (rollback), rewritten after the witnessed state (fork) or deleted is refused, and the
+refusal names the witnessed size and head. ``skydd log verify`` then proves the log still
+contains the witness's latest checkpoint (it is an anchor, like a report's).
+
+Only reads the log, under the shared ``flock`` while it takes the size: recording in the witness
+can never change or lock out the log. The witness only runs when a history store is configured
+outside ``$SKYDD_HOME``; one inside it is in the attacker's reach and is not a witness.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from estate.settings import Settings
+
+from ..errors import AuditError
+from ..signing import key_id
+from .checkpoints import LogAnchor, checkpoint_problem
+from .format import CHECKPOINT, ENTRY_KEYS, GENESIS, line_hash
+from .verify import Problem, _fast_fields, _read_lines
+
+if TYPE_CHECKING:
+    from ..history import History
+
+logger = logging.getLogger(__name__)
+Warn = Callable[[str], None]
+_ATTEMPTS = 5  # a conflict means another writer recorded first: read again, at most this often
+_BACK = 8192  # bytes read before the witnessed end to find its checkpoint line
+
+
+class WitnessError(AuditError):
+    """The witness could not be used: not configured, unreachable, or it kept moving."""
+
+
+class WitnessRefused(WitnessError):
+    """The log is not consistent with the witness's latest checkpoint: rollback or fork."""
+
+    def __init__(self, kind: Problem, message: str) -> None:
+        self.kind = kind
+        super().__init__(message)
+
+
+@dataclass(frozen=True)
+class Witnessed:
+    """A checkpoint as the witness holds it."""
+
+    size: int  # lines up to and including the checkpoint
+    head: str  # the checkpoint line's hash
+    end: int  # the file offset just after it
+    at: str  # the checkpoint's own time (RFC 3339, as signed)
+    recorded_at: datetime  # when the witness recorded it
+
+    @property
+    def anchor(self) -> LogAnchor:
+        return LogAnchor(self.size, self.head)
+
+    def describe(self) -> str:
+        return f"size {self.size} (line {self.size} hashing to {self.head}, signed {self.at})"
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> Witnessed:
+        return cls(int(row["size"]), str(row["head"]), int(row["end_byte"]), str(row["at"]),
+                   row["recorded_at"])
+
+
+def witness_url(home: Path) -> tuple[str | None, str]:
+    """The history store that witnesses the log of ``home``: ``(url, "")``, or ``(None, why
+    not)`` when none is configured outside ``$SKYDD_HOME``."""
+    home = Path(home).resolve()
+    url = Settings(home=home).history_url
+    if url == f"sqlite:///{home / 'history.db'}":
+        return None, ("no history store is configured outside $SKYDD_HOME (set SKYDD_HISTORY_URL, "
+                      "e.g. to PostgreSQL on another host)")
+    if url.startswith("sqlite:///"):
+        db = Path(url.removeprefix("sqlite:///").split("?", 1)[0]).resolve()
+        if db.is_relative_to(home):
+            return None, (f"the history store {db} is inside $SKYDD_HOME ({home}): whoever can "
+                          "cut the log can cut it too, so it is not a witness")
+    return url, ""
+
+
+def latest(history: History, public_key: Ed25519PublicKey) -> Witnessed | None:
+    """The witness's latest checkpoint of the log signed by ``public_key``, or None."""
+    row = history.witnessed(key_id(public_key))
+    return None if row is None else Witnessed.from_row(row)
+
+
+def observe(path: Path, public_key: Ed25519PublicKey, history: History, *,
+            clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> Witnessed | None:
+    """Record the log's latest signed checkpoint in the witness when it extends the witness's
+    latest one; returns what the witness holds afterwards (None: nothing signed yet).
+
+    Raises ``WitnessRefused`` (rollback or fork, naming the witnessed size and head),
+    ``WitnessError`` or ``HistoryError`` when the witness cannot be used, ``OSError`` when the
+    log cannot be read.
+    """
+    from ..history import WitnessConflict
+
+    origin = key_id(public_key)
+    for _ in range(_ATTEMPTS):
+        held = latest(history, public_key)
+        new = extension(path, public_key, held)
+        if new is None:
+            return held
+        row = {**new, "origin": origin, "previous": held.size if held else 0,
+               "recorded_at": clock()}
+        try:
+            history.witness(row)
+        except WitnessConflict:
+            continue  # another writer recorded first: check against what it recorded
+        return Witnessed.from_row(row)
+    raise WitnessError(f"the witness kept moving: {_ATTEMPTS} attempts to record a checkpoint "
+                       "of the log each found another writer had recorded one first")
+
+
+def extension(path: Path, public_key: Ed25519PublicKey, held: Witnessed | None
+              ) -> dict[str, Any] | None:
+    """The latest signed checkpoint of the log that extends ``held`` (the columns the witness
+    keeps), or None when there is none beyond it. ``WitnessRefused`` when the log no longer
+    contains ``held`` (rollback) or differs from it (fork)."""
+    trusted = key_id(public_key)
+    if not path.exists():
+        if held is not None:
+            raise WitnessRefused(Problem.ROLLBACK, f"{path} is gone, but the witness holds its "
+                                 f"checkpoint {held.describe()}: the log was deleted")
+        return None
+    with open(path, "rb") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_SH)  # a consistent prefix: no half-written batch
+        size = os.fstat(fh.fileno()).st_size
+        fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+        if held is None:
+            start, seq, prev = 0, -1, GENESIS
+        else:
+            start, seq, prev = held.end, held.size - 1, held.head
+            _still_holds(fh, size, held, path)
+        fh.seek(start)
+        best: dict[str, Any] | None = None
+        offset = start
+        for line, complete in _read_lines(fh, size - start, None):
+            if not complete:
+                break  # a torn last line: the next writer recovers it
+            offset += len(line) + 1
+            fields = _fast_fields(line)
+            entry = None
+            if fields is None:
+                entry = _entry(line)
+                fields = (entry["seq"], entry["prev"]) if entry is not None else None
+            if fields is None or fields != (seq + 1, prev):
+                if held is not None and seq == held.size - 1:
+                    raise WitnessRefused(Problem.FORKED, f"line {held.size + 1} of {path} does "
+                                         f"not continue from the witness's checkpoint "
+                                         f"{held.describe()}: the log was rewritten after it")
+                break  # a broken chain further on: 'skydd log verify' names it
+            seq, prev = seq + 1, line_hash(line)
+            if seq == 0 and (entry is None or entry["event"] != CHECKPOINT):
+                break  # no signed genesis: nothing in this log is witnessed
+            if entry is not None and entry["event"] == CHECKPOINT:
+                if checkpoint_problem(entry, public_key, trusted) is not None:
+                    break
+                data = entry["data"]
+                best = {"size": seq + 1, "head": prev, "end_byte": offset,
+                        "signed_seq": data["head"]["seq"], "signed_hash": data["head"]["hash"],
+                        "signature": data["signature"], "key_id": data["key_id"],
+                        "at": entry["at"]}
+    return best
+
+
+def _still_holds(fh: Any, size: int, held: Witnessed, path: Path) -> None:
+    """The witnessed checkpoint line must still end at ``held.end`` and hash to ``held.head``."""
+    if size < held.end:
+        raise WitnessRefused(Problem.ROLLBACK, f"{path} holds {size} bytes, but the witness's "
+                             f"checkpoint {held.describe()} ends at byte {held.end}: entries "
+                             "were cut off the end (rollback)")
+    back = min(held.end, _BACK)
+    fh.seek(held.end - back)
+    chunk = fh.read(back)
+    line = chunk[:-1].rsplit(b"\n", 1)[-1] if chunk.endswith(b"\n") else b""
+    if not line or line_hash(line) != held.head:
+        raise WitnessRefused(Problem.FORKED, f"{path} no longer holds the witness's checkpoint "
+                             f"{held.describe()} where it was: the log was rewritten or replaced "
+                             "after the witness recorded it (fork)")
+
+
+def _entry(line: bytes) -> dict[str, Any] | None:
+    try:
+        entry = json.loads(line)
+    except ValueError:
+        return None
+    if type(entry) is not dict or entry.keys() != ENTRY_KEYS or type(entry["seq"]) is not int:
+        return None
+    return entry
+
+
+def record(path: Path, public_key: Ed25519PublicKey, url: str | None,
+           warn: Warn | None = None) -> Witnessed | None:
+    """After a write: record the log's latest checkpoint in the witness at ``url`` (None: the
+    one configured for the log's home, if any). Never raises: the log entry is already durable
+    and stays; a witness that is unreachable or refuses is reported through ``warn`` (default: a
+    logged warning, shown on stderr) and the next write catches up."""
+    from ..history import History, HistoryError
+
+    if url is None:
+        url, _ = witness_url(path.parent)
+        if url is None:
+            return None
+    say = warn or logger.warning
+    try:
+        with History(url) as history:
+            return observe(path, public_key, history)
+    except WitnessRefused as err:
+        say(f"witness refused the log's checkpoint: {err}; run 'skydd log verify'")
+    except (WitnessError, HistoryError) as err:
+        say(f"the entry is in the audit log but not witnessed: {err}")
+    except OSError as err:
+        say(f"the entry is in the audit log but not witnessed: cannot read {path}: {err.strerror}")
+    return None

@@ -1,0 +1,241 @@
+"""The witness (issue 12 item 1, ADR 0008): signed checkpoints kept in the history database,
+outside ``$SKYDD_HOME``, so cutting the log back is caught without a report at hand.
+
+Each attack is played as someone with write access to ``$SKYDD_HOME`` but neither the signing
+key nor the history database would: on the real file, against a real SQLite witness, through the
+real console script.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from audit import log
+from audit.history import History
+from audit.log import AuditLog, LogAnchor, Problem, line_hash, verify_log, witness_url
+from audit.log.witness import WitnessRefused, extension, latest, observe
+from audit.signing import Signer, load_signer
+from estate.canonical import canonical_json
+
+SKYDD = str(Path(sys.executable).parent / "skydd")
+
+
+@pytest.fixture
+def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A history store outside the home: the witness."""
+    url = f"sqlite:///{tmp_path / 'elsewhere' / 'history.db'}"
+    monkeypatch.setenv("SKYDD_HISTORY_URL", url)
+    return url
+
+
+@pytest.fixture
+def home(tmp_path: Path, store: str) -> Path:
+    home = tmp_path / "home"
+    signer = load_signer(home)
+    for i in range(3):
+        log.append(home / "audit.log", signer, "waiver.request", "alice", {"i": i})
+    return home  # genesis, then 3 × (entry, checkpoint): 7 lines, all witnessed
+
+
+def skydd(home: Path, *args: str, url: str | None = None) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "SKYDD_HOME": str(home), "SKYDD_ACTOR": "alice"}
+    if url is not None:
+        env["SKYDD_HISTORY_URL"] = url
+    return subprocess.run([SKYDD, *args], capture_output=True, text=True, env=env, timeout=120)
+
+
+def lines(home: Path) -> list[bytes]:
+    return (home / "audit.log").read_bytes().splitlines(keepends=True)
+
+
+def held(store: str, signer: Signer) -> tuple[int, str] | None:
+    with History(store) as history:
+        w = latest(history, signer.public_key)
+    return None if w is None else (w.size, w.head)
+
+
+def rows(store: str) -> list[tuple[int, int]]:
+    with sqlite3.connect(store.removeprefix("sqlite:///")) as db:
+        return db.execute("SELECT previous, size FROM witness_checkpoints ORDER BY size").fetchall()
+
+
+def test_every_signed_checkpoint_is_witnessed_as_a_chain(home: Path, store: str) -> None:
+    signer = load_signer(home)
+    last = lines(home)[-1].rstrip(b"\n")
+    assert held(store, signer) == (7, line_hash(last))
+    assert rows(store) == [(0, 3), (3, 5), (5, 7)]  # each extends the one before it
+    log.append(home / "audit.log", signer, "attestation", "bob", {"x": 1})
+    assert held(store, signer) == (9, line_hash(lines(home)[-1].rstrip(b"\n")))
+
+
+def test_an_honest_append_keeps_verifying_against_the_witness(home: Path) -> None:
+    log.append(home / "audit.log", load_signer(home), "waiver.approve", "bob", {"w": 1})
+    r = skydd(home, "log", "verify")
+    assert r.returncode == 0, r.stderr
+    assert "witness: line 9 still hashes to" in r.stdout
+    j = json.loads(skydd(home, "log", "verify", "--format", "json").stdout)
+    assert j["intact"] and j["witness"]["size"] == 9 and j["witness"]["proven"]
+
+
+def test_cutting_entries_and_checkpoints_off_the_end_is_caught(home: Path) -> None:
+    witnessed_head = line_hash(lines(home)[-1].rstrip(b"\n"))
+    (home / "audit.log").write_bytes(b"".join(lines(home)[:5]))  # ends in a genuine checkpoint
+    assert skydd(home, "log", "verify", "--no-witness").returncode == 0  # the log alone can't tell
+    r = skydd(home, "log", "verify")
+    assert r.returncode == 1
+    assert "rollback" in r.stderr and "held 7 lines" in r.stderr and witnessed_head in r.stderr
+
+
+def test_an_append_after_a_cut_is_refused_by_the_witness_and_said(home: Path, store: str) -> None:
+    signer = load_signer(home)
+    before = held(store, signer)
+    (home / "audit.log").write_bytes(b"".join(lines(home)[:5]))
+    said: list[str] = []
+    log.append(home / "audit.log", signer, "waiver.request", "alice", {"i": 9}, warn=said.append)
+    assert len(lines(home)) == 7  # the entry stands: the witness never blocks or changes the log
+    assert len(said) == 1 and "witness refused" in said[0] and "size 7" in said[0]
+    assert held(store, signer) == before  # a fork is not recorded
+    # Both copies are genuinely signed: only the witness tells the rewritten one from the real one.
+    assert skydd(home, "log", "verify", "--no-witness").returncode == 0
+    r = skydd(home, "log", "verify")
+    assert r.returncode == 1 and "fork" in r.stderr and "line 7 hashes to" in r.stderr
+
+
+def test_an_older_genuine_copy_put_back_is_caught(home: Path, store: str) -> None:
+    old = home.parent / "copy.log"
+    shutil.copy(home / "audit.log", old)
+    signer = load_signer(home)
+    log.append(home / "audit.log", signer, "waiver.approve", "bob", {"w": 1})
+    shutil.copy(old, home / "audit.log")
+    r = skydd(home, "log", "verify")
+    assert r.returncode == 1 and "held 9 lines" in r.stderr
+
+
+def test_a_rewritten_and_rechained_tail_is_caught(home: Path, store: str) -> None:
+    raw = lines(home)
+    cut = raw[:5]  # the last entry (seq 5) and its checkpoint are rewritten
+    forged = json.loads(raw[5])
+    forged["data"] = {"i": 1, "waiver": "w-forged"}
+    forged["prev"] = line_hash(cut[-1].rstrip(b"\n"))
+    cut.append(canonical_json(forged) + b"\n")
+    cp = json.loads(raw[6])  # the old checkpoint, re-chained: its signature cannot follow
+    cp.update(prev=line_hash(cut[-1].rstrip(b"\n")))
+    cp["data"]["head"]["hash"] = cp["prev"]
+    cut.append(canonical_json(cp) + b"\n")
+    (home / "audit.log").write_bytes(b"".join(cut))
+    r = skydd(home, "log", "verify")
+    assert r.returncode == 1 and "witness: holds checkpoint size 7" in r.stderr
+    with History(store) as history, pytest.raises(WitnessRefused) as refused:
+        observe(home / "audit.log", load_signer(home).public_key, history)
+    assert refused.value.kind is Problem.FORKED
+
+
+def test_deleting_the_whole_log_is_caught(home: Path, store: str) -> None:
+    (home / "audit.log").unlink()
+    r = skydd(home, "log", "verify")
+    assert r.returncode == 1
+    assert "the log is gone, but the witness holds its checkpoint size 7" in r.stderr
+    # A fresh log started in its place is refused by the witness and does not verify.
+    said: list[str] = []
+    log.append(home / "audit.log", load_signer(home), "waiver.request", "mallory", {}, warn=said.append)
+    assert said and "witness refused" in said[0]
+    r = skydd(home, "log", "verify")
+    assert r.returncode == 1 and "held 7 lines" in r.stderr
+
+
+def test_entries_appended_by_another_writer_are_proven_across_the_gap(home: Path, store: str) -> None:
+    signer = load_signer(home)
+    with AuditLog(home / "audit.log", signer) as writer:  # the deny log: not witnessed itself
+        for i in range(50):
+            writer.append("access.deny", "skydd.decision", {"i": i})
+    assert held(store, signer)[0] == 7  # type: ignore[index]
+    log.append(home / "audit.log", signer, "audit", "alice", {})
+    assert held(store, signer) == (len(lines(home)), line_hash(lines(home)[-1].rstrip(b"\n")))
+
+
+def test_an_unsigned_tail_is_never_witnessed(home: Path, store: str) -> None:
+    signer = load_signer(home)
+    last = lines(home)[-1]
+    entry = {"seq": json.loads(last)["seq"] + 1, "at": "2026-11-25T12:00:00.000000Z",
+             "event": "waiver.approve", "actor": "mallory", "data": {},
+             "prev": line_hash(last.rstrip(b"\n"))}
+    with (home / "audit.log").open("ab") as fh:
+        fh.write(canonical_json(entry) + b"\n")
+    with History(store) as history:
+        assert extension(home / "audit.log", signer.public_key, latest(history, signer.public_key)) is None
+        assert observe(home / "audit.log", signer.public_key, history).size == 7  # type: ignore[union-attr]
+
+
+def test_concurrent_writers_keep_the_witness_one_chain(home: Path, store: str) -> None:
+    signer = load_signer(home)
+    said: list[str] = []
+
+    def write(n: int) -> None:
+        for i in range(8):
+            log.append(home / "audit.log", signer, "waiver.request", f"w{n}", {"i": i}, warn=said.append)
+
+    threads = [threading.Thread(target=write, args=(n,)) for n in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert said == []
+    chain = rows(store)
+    assert all(prev == before for (prev, _), (_, before) in zip(chain[1:], chain, strict=False))
+    assert chain[-1][1] == len(lines(home)) == 7 + 3 * 8 * 2
+    assert verify_log(home / "audit.log", signer.public_key,
+                      anchors=[LogAnchor(chain[-1][1], held(store, signer)[1])]).intact  # type: ignore[index]
+
+
+def test_an_unreachable_witness_never_blocks_a_write_and_is_said(home: Path, store: str) -> None:
+    signer = load_signer(home)
+    down = "postgresql+psycopg://skydd@127.0.0.1:1/history"  # nothing listens on port 1
+    said: list[str] = []
+    entry = log.append(home / "audit.log", signer, "waiver.request", "alice", {"i": 3},
+                       witness=down, warn=said.append)
+    assert entry["seq"] == 7 and len(said) == 1 and "not witnessed" in said[0]
+    assert verify_log(home / "audit.log", signer.public_key).intact
+    r = skydd(home, "log", "verify", "--witness", url=down)
+    assert r.returncode == 2 and "--witness" in r.stderr
+    r = skydd(home, "log", "verify", url=down)  # by default: verified, with a warning
+    assert r.returncode == 0 and "warning: the witness was not checked" in r.stderr
+    log.append(home / "audit.log", signer, "waiver.request", "alice", {"i": 4})  # back: catches up
+    assert held(store, signer)[0] == len(lines(home)) == 11  # type: ignore[index]
+
+
+def test_a_store_inside_the_home_is_not_a_witness(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    home = tmp_path / "home"
+    monkeypatch.setenv("SKYDD_HISTORY_URL", f"sqlite:///{home / 'db' / 'h.db'}")
+    url, why = witness_url(home)
+    assert url is None and "inside $SKYDD_HOME" in why
+    monkeypatch.delenv("SKYDD_HISTORY_URL")
+    assert witness_url(home)[0] is None  # the default store lives in the home
+    log.append(home / "audit.log", load_signer(home), "waiver.request", "alice", {})
+    assert not (home / "history.db").exists()  # nothing pretends to witness
+    r = skydd(home, "log", "verify", "--witness")
+    assert r.returncode == 2 and "no history store is configured outside" in r.stderr
+
+
+def test_a_history_database_made_before_the_witness_still_works(tmp_path: Path) -> None:
+    db = tmp_path / "old.db"
+    with sqlite3.connect(db) as conn:  # the schema as it was: the audits table only
+        conn.execute("CREATE TABLE audits (seq INTEGER PRIMARY KEY AUTOINCREMENT, id VARCHAR(64) "
+                     "NOT NULL UNIQUE, inventory VARCHAR(200) NOT NULL, generated_at DATETIME "
+                     "NOT NULL, status VARCHAR(20) NOT NULL, statuses JSON NOT NULL)")
+        conn.execute("INSERT INTO audits (id, inventory, generated_at, status, statuses) VALUES "
+                     "('a1', 'lab', '2026-11-25 12:00:00.000000', 'compliant', '{\"a.x|t\": \"pass\"}')")
+    with History(f"sqlite:///{db}") as history:
+        assert history.previous("lab")["statuses"] == {"a.x|t": "pass"}  # type: ignore[index]
+        home = tmp_path / "home"
+        signer = load_signer(home)
+        log.append(home / "audit.log", signer, "waiver.request", "alice", {}, witness=f"sqlite:///{db}")
+        assert latest(history, signer.public_key).size == 3  # type: ignore[union-attr]
