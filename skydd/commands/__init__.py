@@ -9,4 +9,4 @@ import typer
 InventoryOpt = Annotated[Path | None, typer.Option(
     "--inventory", help="Inventory YAML (default: $SKYDD_INVENTORY, else $SKYDD_HOME/inventory.yaml).")]
 
-MODULES = ("catalog", "report", "log", "waiver", "attest", "apply", "training", "decide", "lab", "inventory")
+MODULES = ("catalog", "report", "log", "waiver", "attest", "apply", "training", "decide", "lab", "inventory", "console")

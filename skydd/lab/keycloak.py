@@ -53,6 +53,11 @@ PROBE_CARDS = {  # card name: (username, issuer, revoked)
     "probe.card-foreign": (PROBE_USER, "foreign", False),
     "probe.lockout": (LOCKOUT_USER, "eid", False),
 }
+# The officers' console (docs/adr/0012-console.md): its confidential client, and the users whose
+# TOTP secret the lab sets at import (so a browser test can answer the OTP form): the two
+# officers of the lab roster and one staff member without the officer role.
+CONSOLE_CLIENT, CONSOLE_URL = "skydd-console", "https://localhost:8700"
+CONSOLE_USERS = ("greta.officer", "olof.officer", "tove.staff")
 
 
 def java_home() -> Path:
@@ -106,6 +111,7 @@ class Service(LabService):
         self._prepare_home(built)
         username, password = self._admin_credentials()
         staff_password = self._secret("staff-password")
+        console_env = self._console_secrets()
         java = java_home()
         progress(f"starting Keycloak {VERSION} with {java.name}")
         cmd = [str(self.server_home / "bin" / "kc.sh"), "start", "--optimized",
@@ -118,6 +124,7 @@ class Service(LabService):
                f"--truststore-paths={pki.eid_ca_pem}", "--import-realm", "--cache=local"]
         env = {**os.environ, "JAVA_HOME": str(java), "KC_BOOTSTRAP_ADMIN_USERNAME": username,
                "KC_BOOTSTRAP_ADMIN_PASSWORD": password, "SKYDD_LAB_STAFF_PASSWORD": staff_password,
+               **console_env,
                "JAVA_OPTS_KC_HEAP": "-Xms64m -Xmx768m",
                # a lab server: the C1-only JIT starts faster on two busy cores
                "JAVA_OPTS_APPEND": "-XX:TieredStopAtLevel=1"}
@@ -143,7 +150,12 @@ class Service(LabService):
         up = self._running_pid() is not None and self._ready()
         return {"state": "up" if up else "down", "endpoint": URL, "realm": REALM,
                 "issuer": f"{URL}/realms/{REALM}", "ca_file": str(self.pki_dir / "ca.pem"),
-                "management": f"https://{HOSTNAME}:{MANAGEMENT_PORT}", "state_dir": str(self.state_dir)}
+                "management": f"https://{HOSTNAME}:{MANAGEMENT_PORT}", "state_dir": str(self.state_dir),
+                "console": {"url": CONSOLE_URL, "client_id": CONSOLE_CLIENT,
+                            "client_secret": f"file:{self.state_dir / 'console-client-secret'}",
+                            "otp_dir": str(self.console_otp_dir),
+                            "tls_cert": str(self.pki_dir / "server.pem"),
+                            "tls_key": str(self.pki_dir / "server.key")}}
 
     # -- process -----------------------------------------------------------------------------
     def _running_pid(self) -> int | None:
@@ -310,6 +322,25 @@ class Service(LabService):
                 f.write((value or secrets.token_urlsafe(24)) + "\n")
             tmp.replace(path)
         return path.read_text().strip()
+
+    @property
+    def console_otp_dir(self) -> Path:
+        return self.state_dir / "console-otp"
+
+    def _console_secrets(self) -> dict[str, str]:
+        """The console client's secret and the console users' TOTP secrets, made once per home
+        (0600) and handed to the realm import as environment variables. The OTP secrets are kept
+        in the ``identity.totp.OtpStore`` format (base32) under ``console-otp/``."""
+        from identity.totp import OtpStore, b32_of_raw
+
+        env = {"SKYDD_LAB_CONSOLE_SECRET": self._secret("console-client-secret")}
+        store = OtpStore(self.console_otp_dir)
+        for username in CONSOLE_USERS:
+            raw = self._secret(f"console-otp-{username}", secrets.token_hex(10))
+            if store.secret(username) != b32_of_raw(raw):
+                store.save(username, b32_of_raw(raw))
+            env["SKYDD_LAB_OTP_" + username.upper().replace(".", "_")] = raw
+        return env
 
     def _admin_credentials(self) -> tuple[str, str]:
         return self._secret("admin-username", "skydd-admin"), self._secret("admin-password")

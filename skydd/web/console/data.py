@@ -1,0 +1,146 @@
+"""What the console's pages show and do, read from and written to the Skydd home: the latest
+signed report (its matrix and sign-offs), the waivers rebuilt from the verified audit log, and
+the log's own verification. Writes go through ``skydd.waivers`` and ``skydd.signoff`` with
+``via=sso``: the console vouches for the officer it verified at sign-in."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from estate.errors import InputError
+from estate.settings import Settings
+
+from ...officers import VIA_SSO, Officer, Roster
+from ...signoff import SignOff, report_digest, sign_offs
+from ...signoff import sign_off as _sign_off
+from ...waivers import Waiver, approve_waiver, request_waiver, signed_waivers
+
+
+def _public_key(settings: Settings) -> Any:
+    from audit.signing import load_home_public_key
+
+    try:
+        return load_home_public_key(settings.home)
+    except FileNotFoundError:
+        return None
+
+
+def latest_report(settings: Settings) -> Path | None:
+    """``reports/latest/report.json``, else the newest ``reports/*/report.json``."""
+    latest = settings.reports / "latest" / "report.json"
+    if latest.is_file():
+        return latest
+    found = [p for p in settings.reports.glob("*/report.json") if p.is_file()]
+    return max(found, key=lambda p: p.stat().st_mtime) if found else None
+
+
+@dataclass
+class ReportView:
+    path: Path | None = None
+    problem: str | None = None
+    report: dict[str, Any] = field(default_factory=dict)
+    digest: str = ""
+    matrix: Any = None
+    statuses: tuple[str, ...] = ()
+    signoffs: list[SignOff] = field(default_factory=list)
+
+
+def report_view(settings: Settings, roster: Roster | None = None) -> ReportView:
+    """The latest report, verified with the home's key; its matrix and its sign-offs."""
+    from audit.errors import VerificationError
+    from audit.reports import view
+    from audit.reports.json_report import verify_report_bytes
+
+    path = latest_report(settings)
+    if path is None:
+        return ReportView(problem=f"no report under {settings.reports} yet: run 'skydd audit'")
+    key = _public_key(settings)
+    if key is None:
+        return ReportView(path, problem="this home has no signing key, so no report can be verified")
+    try:
+        data = path.read_bytes()
+        report = verify_report_bytes(data, key).report
+    except (OSError, VerificationError, InputError) as err:
+        return ReportView(path, problem=f"{path.name} does not verify: {err}")
+    findings = view.findings_of(report)
+    return ReportView(path, None, dict(report), report_digest(data), view.matrix(findings),
+                      tuple(s.value for s in view.STATUS_ORDER), sign_offs(settings, data, roster))
+
+
+def matrix_view(settings: Settings) -> ReportView:
+    return report_view(settings)
+
+
+def sign_off(settings: Settings, digest: str, officer: Officer, comment: str, at: datetime) -> SignOff:
+    """Sign off the latest report, only if it is still the one the officer saw (``digest``)."""
+    path = latest_report(settings)
+    if path is None:
+        raise InputError("there is no report to sign off")
+    data = path.read_bytes()
+    if not digest or report_digest(data) != digest:
+        raise InputError("the latest report changed since the page was shown: reload and check it again")
+    current = report_view(settings)
+    if current.problem is not None:
+        raise InputError(current.problem)
+    return _sign_off(settings, data, officer, comment, at, via=VIA_SSO)
+
+
+@dataclass
+class WaiversView:
+    problem: str | None
+    waivers: list[Waiver]
+    void: dict[str, str]
+    requesters: dict[str, Officer]
+
+
+def waivers_view(settings: Settings, roster: Roster) -> WaiversView:
+    from audit.records import read_signed_log
+
+    ledger = signed_waivers(read_signed_log(settings.audit_log, _public_key(settings)),
+                            settings.waiver_max_days, roster)
+    waivers = sorted(ledger.signed.values(), key=lambda w: w.requested_at, reverse=True)
+    return WaiversView(ledger.log.problem, waivers, dict(ledger.void), dict(ledger.requesters))
+
+
+def control_ids() -> list[str]:
+    from policies import load_catalog
+
+    return sorted(load_catalog().by_id())
+
+
+def request(settings: Settings, control: str, target: str | None, reason: str, expires_at: datetime,
+            officer: Officer, at: datetime) -> Waiver:
+    return request_waiver(settings, control, target, reason, expires_at, officer, at, via=VIA_SSO)
+
+
+def approve(settings: Settings, waiver_id: str, officer: Officer, at: datetime, roster: Roster) -> Waiver:
+    return approve_waiver(settings, waiver_id, officer, at, via=VIA_SSO, roster=roster)
+
+
+@dataclass
+class LogView:
+    path: Path
+    ok: bool
+    detail: str
+    entries: int
+    events: dict[str, int]
+
+
+def log_view(settings: Settings) -> LogView:
+    """The audit log's verification against the home's key: every entry covered by a signed
+    checkpoint, the hash chain unbroken."""
+    from audit.records import read_signed_log
+
+    signed = read_signed_log(settings.audit_log, _public_key(settings))
+    events: dict[str, int] = {}
+    for e in signed.entries:
+        name = str(e.get("event"))
+        events[name] = events.get(name, 0) + 1
+    if signed.problem is not None:
+        return LogView(settings.audit_log, False, signed.problem, 0, {})
+    detail = (f"{len(signed.entries)} signed entries verify with this home's key"
+              if settings.audit_log.exists() else "no audit log yet (nothing signed)")
+    return LogView(settings.audit_log, True, detail, len(signed.entries), dict(sorted(events.items())))
