@@ -145,7 +145,8 @@ def run_audit(settings: Settings, inventory_path: Path | None, selection: Select
         report["drift"]["unavailable"] = warnings[0]
     final = out_dir or settings.reports / f"{at:%Y%m%dT%H%M%SZ}-{report['id'][:8]}"
     _check_out(final)  # before the log records this audit
-    anchor, unanchored = _anchor(settings, signer, report, selection, actor)
+    witness: list[str] = []  # a witness that is unreachable or refuses the log: said, never silent
+    anchor, unanchored = _anchor(settings, signer, report, selection, actor, witness.append)
     if anchor is not None:
         report["log"] = anchor
     _write_atomically(final, lambda d: write_reports(report, d, signer, catalog))
@@ -161,11 +162,12 @@ def run_audit(settings: Settings, inventory_path: Path | None, selection: Select
     if unanchored is None:  # a log that refused the first entry is already named below
         log.append(settings.audit_log, signer, "audit", actor,
                    {"report": report["id"], "status": report["summary"]["status"],
-                    "out": str(final), "selection": selection.as_dict()})
+                    "out": str(final), "selection": selection.as_dict()}, warn=witness.append)
     _point_latest(settings.reports, final)
     trust_warnings = [t.line() for t in trust.tampering] + list(trust.notes)
     if unanchored is not None:
         trust_warnings.append(unanchored)
+    trust_warnings += list(dict.fromkeys(witness))  # the same refusal after each entry: once
     return AuditResult(report, final, code, tuple(trust_warnings + warnings))
 
 
@@ -191,16 +193,18 @@ def _signed_records(settings: Settings, signer: Signer, *, attestations: bool,
 
 
 def _anchor(settings: Settings, signer: Signer, report: dict[str, Any], selection: Selection,
-            actor: str) -> tuple[dict[str, Any] | None, str | None]:
+            actor: str, warn: Callable[[str], None] | None = None
+            ) -> tuple[dict[str, Any] | None, str | None]:
     """Log the audit's start (an ``audit.run`` entry, then a signed checkpoint) and return that
     signed state of the log as the report's anchor, so ``skydd log verify --anchor report.json``
     detects a later rollback. The entry is written even on a fresh home, so every report from
     an intact log carries an anchor; when the log refuses it (an unsigned tail, a log that does
-    not verify), the report carries none and the reason is returned."""
+    not verify), the report carries none and the reason is returned. The checkpoint also goes
+    to the witness when one is configured; ``warn`` hears when it is unreachable or refuses."""
     try:
         log.append(settings.audit_log, signer, "audit.run", actor,
                    {"report": report["id"], "inventory": report["inventory"]["name"],
-                    "selection": selection.as_dict()})
+                    "selection": selection.as_dict()}, warn=warn)
         anchor = log.latest_anchor(settings.audit_log, signer.public_key)
     except (LogWriteError, VerificationError, OSError) as err:
         return None, f"report not anchored in the audit log: {err}"

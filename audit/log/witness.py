@@ -21,6 +21,8 @@ import fcntl
 import json
 import logging
 import os
+import random
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -42,7 +44,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 Warn = Callable[[str], None]
-_ATTEMPTS = 5  # a conflict means another writer recorded first: read again, at most this often
+_ATTEMPTS = 10  # a conflict means another writer recorded first: read again, at most this often
 _BACK = 8192  # bytes read before the witnessed end to find its checkpoint line
 
 
@@ -115,16 +117,19 @@ def observe(path: Path, public_key: Ed25519PublicKey, history: History, *,
     from ..history import WitnessConflict
 
     origin = key_id(public_key)
-    for _ in range(_ATTEMPTS):
+    target = 0  # the size this call set out to record: once the witness holds it, done
+    for attempt in range(_ATTEMPTS):
         held = latest(history, public_key)
-        new = extension(path, public_key, held)
-        if new is None:
-            return held
+        new = extension(path, public_key, held)  # proves the log still holds what is witnessed
+        if new is None or (held is not None and 0 < target <= held.size):
+            return held  # nothing new, or another writer already recorded a state covering ours
+        target = target or new["size"]
         row = {**new, "origin": origin, "previous": held.size if held else 0,
                "recorded_at": clock()}
         try:
             history.witness(row)
         except WitnessConflict:
+            time.sleep(random.uniform(0, 0.01 * (attempt + 1)))
             continue  # another writer recorded first: check against what it recorded
         return Witnessed.from_row(row)
     raise WitnessError(f"the witness kept moving: {_ATTEMPTS} attempts to record a checkpoint "

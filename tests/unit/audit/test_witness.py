@@ -239,3 +239,46 @@ def test_a_history_database_made_before_the_witness_still_works(tmp_path: Path) 
         signer = load_signer(home)
         log.append(home / "audit.log", signer, "waiver.request", "alice", {}, witness=f"sqlite:///{db}")
         assert latest(history, signer.public_key).size == 3  # type: ignore[union-attr]
+
+
+def test_an_audit_is_witnessed_and_warns_when_the_witness_refuses(skydd_home: Path, tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    from datetime import UTC, datetime
+
+    from estate.settings import Settings
+    from skydd.auditing import Selection, run_audit
+    from tests.unit.audit.test_history import _bundle
+
+    store = f"sqlite:///{tmp_path / 'elsewhere' / 'history.db'}"
+    monkeypatch.setenv("SKYDD_HISTORY_URL", store)
+    at = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+    settings = Settings(home=skydd_home)
+    selection = Selection.parse(None, "d.key-files-private", None)
+    bundle = _bundle(tmp_path / "b", {"pki": "0600"}, at)
+    r1 = run_audit(settings, None, selection, bundle=bundle, out_dir=tmp_path / "r1", clock=lambda: at)
+    assert not [w for w in r1.warnings if "witness" in w]
+    signer = load_signer(skydd_home)
+    assert held(store, signer) == (len(lines(skydd_home)), line_hash(lines(skydd_home)[-1].rstrip(b"\n")))
+    (skydd_home / "audit.log").write_bytes(b"".join(lines(skydd_home)[:3]))  # cut back to the first audit.run
+    r2 = run_audit(settings, None, selection, bundle=bundle, out_dir=tmp_path / "r2", clock=lambda: at)
+    refused = [w for w in r2.warnings if "witness refused" in w]
+    assert refused and all("rollback" in w or "fork" in w for w in refused), r2.warnings
+    assert r2.report["log"]  # the audit itself stands: the report is written and anchored
+
+
+def test_an_audit_with_the_witness_down_says_so(skydd_home: Path, tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    from datetime import UTC, datetime
+
+    from estate.settings import Settings
+    from skydd.auditing import Selection, run_audit
+    from tests.unit.audit.test_history import _bundle
+
+    monkeypatch.setenv("SKYDD_HISTORY_URL", "postgresql+psycopg://skydd@127.0.0.1:1/history")
+    at = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+    bundle = _bundle(tmp_path / "b", {"pki": "0600"}, at)
+    r = run_audit(Settings(home=skydd_home), None, Selection.parse(None, "d.key-files-private", None),
+                  bundle=bundle, out_dir=tmp_path / "r", clock=lambda: at)
+    assert any("not witnessed" in w for w in r.warnings), r.warnings
+    assert r.report["log"] and verify_log(skydd_home / "audit.log",
+                                          load_signer(skydd_home).public_key).intact
