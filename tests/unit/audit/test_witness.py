@@ -282,3 +282,38 @@ def test_an_audit_with_the_witness_down_says_so(skydd_home: Path, tmp_path: Path
     assert any("not witnessed" in w for w in r.warnings), r.warnings
     assert r.report["log"] and verify_log(skydd_home / "audit.log",
                                           load_signer(skydd_home).public_key).intact
+
+
+def _unsigned_tail(home: Path) -> None:
+    last = lines(home)[-1]
+    entry = {"seq": json.loads(last)["seq"] + 1, "at": "2026-11-25T12:00:00.000000Z",
+             "event": "waiver.request", "actor": "crashed-writer", "data": {},
+             "prev": line_hash(last.rstrip(b"\n"))}
+    with (home / "audit.log").open("ab") as fh:
+        fh.write(canonical_json(entry) + b"\n")
+
+
+def test_log_seal_is_witnessed_and_a_down_witness_is_a_warning(home: Path, store: str) -> None:
+    signer = load_signer(home)
+    _unsigned_tail(home)
+    r = skydd(home, "log", "seal", "--accept-unsigned", "--reason", "crash at 03:00",
+              url="postgresql+psycopg://skydd@127.0.0.1:1/history")
+    assert r.returncode == 0 and "the log is signed again" in r.stdout
+    assert "warning: the entry is in the audit log but not witnessed" in r.stderr
+    assert held(store, signer)[0] == 7  # type: ignore[index]
+    _unsigned_tail(home)
+    r = skydd(home, "log", "seal", "--accept-unsigned", "--reason", "again")
+    assert r.returncode == 0 and r.stderr == ""
+    assert held(store, signer) == (len(lines(home)), line_hash(lines(home)[-1].rstrip(b"\n")))
+
+
+def test_other_writers_say_it_on_stderr_by_default(tmp_path: Path) -> None:
+    """Waivers, sign-offs, attestations and training write through ``log.append`` without a
+    ``warn``: the warning goes to the logging system, which prints it on stderr."""
+    code = ("from pathlib import Path\nfrom audit import log\nfrom audit.signing import load_signer\n"
+            "h = Path(r'%s')\nlog.append(h / 'audit.log', load_signer(h), 'waiver.request', 'a', {})\n"
+            % (tmp_path / "home"))
+    env = {**os.environ, "SKYDD_HISTORY_URL": "postgresql+psycopg://skydd@127.0.0.1:1/history"}
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                       timeout=60)
+    assert r.returncode == 0 and "the entry is in the audit log but not witnessed" in r.stderr
