@@ -120,8 +120,10 @@ def observe(path: Path, public_key: Ed25519PublicKey, history: History, *,
     target = 0  # the size this call set out to record: once the witness holds it, done
     for attempt in range(_ATTEMPTS):
         held = latest(history, public_key)
-        new = extension(path, public_key, held)  # proves the log still holds what is witnessed
+        new, stop = extension(path, public_key, held)  # proves the log still holds the witnessed
         if new is None or (held is not None and 0 < target <= held.size):
+            if stop is not None:
+                raise WitnessRefused(Problem.CHANGED, _stopped(path, held, stop))
             return held  # nothing new, or another writer already recorded a state covering ours
         target = target or new["size"]
         row = {**new, "origin": origin, "previous": held.size if held else 0,
@@ -131,22 +133,26 @@ def observe(path: Path, public_key: Ed25519PublicKey, history: History, *,
         except WitnessConflict:
             time.sleep(random.uniform(0, 0.01 * (attempt + 1)))
             continue  # another writer recorded first: check against what it recorded
+        if stop is not None:
+            raise WitnessRefused(Problem.CHANGED, _stopped(path, Witnessed.from_row(row), stop))
         return Witnessed.from_row(row)
     raise WitnessError(f"the witness kept moving: {_ATTEMPTS} attempts to record a checkpoint "
                        "of the log each found another writer had recorded one first")
 
 
 def extension(path: Path, public_key: Ed25519PublicKey, held: Witnessed | None
-              ) -> dict[str, Any] | None:
+              ) -> tuple[dict[str, Any] | None, str | None]:
     """The latest signed checkpoint of the log that extends ``held`` (the columns the witness
-    keeps), or None when there is none beyond it. ``WitnessRefused`` when the log no longer
-    contains ``held`` (rollback) or differs from it (fork)."""
+    keeps; None when there is none beyond it), and why the proof stopped before the end of the
+    log (None when it did not: entries after the last checkpoint and a torn last line are not
+    a reason). ``WitnessRefused`` when the log no longer contains ``held`` (rollback) or
+    differs from it right after it (fork)."""
     trusted = key_id(public_key)
     if not path.exists():
         if held is not None:
             raise WitnessRefused(Problem.ROLLBACK, f"{path} is gone, but the witness holds its "
                                  f"checkpoint {held.describe()}: the log was deleted")
-        return None
+        return None, None
     with open(path, "rb") as fh:
         fcntl.flock(fh.fileno(), fcntl.LOCK_SH)  # a consistent prefix: no half-written batch
         size = os.fstat(fh.fileno()).st_size
@@ -158,11 +164,12 @@ def extension(path: Path, public_key: Ed25519PublicKey, held: Witnessed | None
             _still_holds(fh, size, held, path)
         fh.seek(start)
         best: dict[str, Any] | None = None
-        offset = start
+        stop: str | None = None
+        offset, lineno = start, seq + 1
         for line, complete in _read_lines(fh, size - start, None):
             if not complete:
                 break  # a torn last line: the next writer recovers it
-            offset += len(line) + 1
+            offset, lineno = offset + len(line) + 1, lineno + 1
             fields = _fast_fields(line)
             entry = None
             if fields is None:
@@ -173,19 +180,29 @@ def extension(path: Path, public_key: Ed25519PublicKey, held: Witnessed | None
                     raise WitnessRefused(Problem.FORKED, f"line {held.size + 1} of {path} does "
                                          f"not continue from the witness's checkpoint "
                                          f"{held.describe()}: the log was rewritten after it")
-                break  # a broken chain further on: 'skydd log verify' names it
+                stop = f"line {lineno} does not chain from the line before it"
+                break
             seq, prev = seq + 1, line_hash(line)
             if seq == 0 and (entry is None or entry["event"] != CHECKPOINT):
-                break  # no signed genesis: nothing in this log is witnessed
+                stop = "the log does not start with a signed genesis checkpoint"
+                break
             if entry is not None and entry["event"] == CHECKPOINT:
-                if checkpoint_problem(entry, public_key, trusted) is not None:
+                bad = checkpoint_problem(entry, public_key, trusted)
+                if bad is not None:
+                    stop = f"the checkpoint on line {lineno} {bad}"
                     break
                 data = entry["data"]
                 best = {"size": seq + 1, "head": prev, "end_byte": offset,
                         "signed_seq": data["head"]["seq"], "signed_hash": data["head"]["hash"],
                         "signature": data["signature"], "key_id": data["key_id"],
                         "at": entry["at"]}
-    return best
+    return best, stop
+
+
+def _stopped(path: Path, held: Witnessed | None, stop: str) -> str:
+    upto = f"up to its checkpoint {held.describe()}" if held else "nothing of it"
+    return (f"{path}: {stop}, so nothing after it is witnessed (it holds {upto}); the log was "
+            "changed there")
 
 
 def _still_holds(fh: Any, size: int, held: Witnessed, path: Path) -> None:

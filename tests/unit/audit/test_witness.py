@@ -171,7 +171,8 @@ def test_an_unsigned_tail_is_never_witnessed(home: Path, store: str) -> None:
     with (home / "audit.log").open("ab") as fh:
         fh.write(canonical_json(entry) + b"\n")
     with History(store) as history:
-        assert extension(home / "audit.log", signer.public_key, latest(history, signer.public_key)) is None
+        assert extension(home / "audit.log", signer.public_key,
+                         latest(history, signer.public_key)) == (None, None)
         assert observe(home / "audit.log", signer.public_key, history).size == 7  # type: ignore[union-attr]
 
 
@@ -317,3 +318,15 @@ def test_other_writers_say_it_on_stderr_by_default(tmp_path: Path) -> None:
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
                        timeout=60)
     assert r.returncode == 0 and "the entry is in the audit log but not witnessed" in r.stderr
+
+
+def test_a_change_inside_the_unwitnessed_gap_is_refused_at_the_next_write(home: Path, store: str) -> None:
+    signer = load_signer(home)
+    with AuditLog(home / "audit.log", signer) as writer:  # not witnessed: a gap of 20 entries
+        writer.append_many([("access.deny", "skydd.decision", {"i": i}) for i in range(20)])
+    path = home / "audit.log"
+    path.write_bytes(path.read_bytes().replace(b'{"i":4}', b'{"i":5}', 1))  # the tail still verifies
+    said: list[str] = []
+    log.append(path, signer, "waiver.request", "alice", {"i": 99}, warn=said.append)
+    assert len(said) == 1 and "line 13 does not chain from the line before it" in said[0]
+    assert held(store, signer)[0] == 7  # type: ignore[index]
