@@ -11,7 +11,9 @@ import pwd
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -19,7 +21,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
+from audit import log
 from audit.history import History, HistoryError, drift
+from audit.log import line_hash
+from audit.log.witness import latest
+from audit.signing import load_signer
 from estate.settings import Settings
 from policies import Evidence
 from skydd.auditing import Selection, run_audit
@@ -143,3 +149,39 @@ def test_audit_keeps_history_in_postgresql_by_url(pg_url: str, tmp_path: Path,
     assert not (settings.home / "history.db").exists()  # the URL, not SQLite, was used
     with History(pg_url) as history:
         assert [a["id"] for a in history.audits("socialcare-lab")][:2] == ids[::-1]
+    with History(pg_url) as history:  # the same store witnessed the audits' checkpoints
+        held = latest(history, load_signer(settings.home).public_key)
+    lines = settings.audit_log.read_bytes().splitlines()
+    assert held is not None and (held.size, held.head) == (len(lines), line_hash(lines[-1]))
+
+
+def test_the_witness_on_postgresql_stays_one_chain_and_refuses_a_rollback(
+        pg_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SKYDD_HISTORY_URL", pg_url)
+    home = tmp_path / "witnessed"
+    signer = load_signer(home)
+    said: list[str] = []
+
+    def write(n: int) -> None:  # concurrent writers, each recording in the witness
+        for i in range(6):
+            log.append(home / "audit.log", signer, "waiver.request", f"w{n}", {"i": i}, warn=said.append)
+
+    threads = [threading.Thread(target=write, args=(n,)) for n in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert said == []
+    with History(pg_url) as history, history.engine.connect() as conn:
+        chain = conn.execute(text("select previous, size from witness_checkpoints where origin = "
+                                  ":o order by size"), {"o": signer.key_id}).all()
+    assert [p for p, _ in chain[1:]] == [s for _, s in chain[:-1]]  # each extends the one before
+    assert chain[-1][1] == 1 + 3 * 6 * 2
+    path = home / "audit.log"
+    path.write_bytes(b"".join(path.read_bytes().splitlines(keepends=True)[:5]))  # cut back
+    log.append(path, signer, "waiver.request", "mallory", {}, warn=said.append)
+    assert len(said) == 1 and "witness refused" in said[0]
+    env = {**os.environ, "SKYDD_HOME": str(home), "SKYDD_HISTORY_URL": pg_url}
+    r = subprocess.run([str(Path(sys.executable).parent / "skydd"), "log", "verify"],
+                       capture_output=True, text=True, env=env, timeout=120, check=False)
+    assert r.returncode == 1 and f"held {chain[-1][1]} lines" in r.stderr
