@@ -100,6 +100,7 @@ class Service(LabService):
         if pid is not None:
             progress(f"adopting the running server (pid {pid})")
             self._wait_ready(pid, progress)
+            self._console_hint(progress)
             return
         self.pid_file.unlink(missing_ok=True)
         self._port_free()
@@ -138,6 +139,14 @@ class Service(LabService):
         except BaseException:
             self._stop(proc.pid)
             raise
+        self._console_hint(progress)
+
+    def _console_hint(self, progress: Progress) -> None:
+        pki = self.pki_dir
+        progress(f"officers' console (after 'skydd apply --level d'): skydd console --tls-cert "
+                 f"{pki / 'server.pem'} --tls-key {pki / 'server.key'} --client-secret "
+                 f"file:{self.state_dir / 'console-client-secret'}; then {CONSOLE_URL}/ with the card "
+                 f"{pki / 'cards' / 'greta.officer.pem'} and the TOTP in {self.console_otp_dir}")
 
     def down(self, progress: Progress) -> None:
         pid = self._running_pid()

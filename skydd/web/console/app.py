@@ -149,7 +149,9 @@ def create_console(config: ConsoleConfig) -> Any:
         session = current(request)
         if session is None:
             return render("signin.html", issuer=config.provider.issuer)
-        return render("matrix.html", session=session, view=data.matrix_view(config.settings))
+        view = data.matrix_view(config.settings)
+        name = (view.report.get("inventory") or {}).get("name") if view.report else None
+        return render("matrix.html", session=session, view=view, trend=data.trend(config.settings, name))
 
     @api.get("/login")
     def login() -> Response:

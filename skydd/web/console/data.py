@@ -46,6 +46,8 @@ class ReportView:
     matrix: Any = None
     statuses: tuple[str, ...] = ()
     signoffs: list[SignOff] = field(default_factory=list)
+    attention: list[Any] = field(default_factory=list)  # audit.reports.view.LevelGroup
+    drift: dict[str, Any] = field(default_factory=dict)
 
 
 def report_view(settings: Settings, roster: Roster | None = None) -> ReportView:
@@ -67,11 +69,46 @@ def report_view(settings: Settings, roster: Roster | None = None) -> ReportView:
         return ReportView(path, problem=f"{path.name} does not verify: {err}")
     findings = view.findings_of(report)
     return ReportView(path, None, dict(report), report_digest(data), view.matrix(findings),
-                      tuple(s.value for s in view.STATUS_ORDER), sign_offs(settings, data, roster))
+                      tuple(s.value for s in view.STATUS_ORDER), sign_offs(settings, data, roster),
+                      view.attention(findings), dict(report.get("drift") or {}))
 
 
 def matrix_view(settings: Settings) -> ReportView:
     return report_view(settings)
+
+
+@dataclass
+class Trend:
+    problem: str | None
+    levels: tuple[str, ...]
+    audits: list[dict[str, Any]]  # newest first: generated_at, status, per level {status: n}
+
+
+def trend(settings: Settings, inventory: str | None, limit: int = 12) -> Trend:
+    """Per level, the findings per status of the last ``limit`` audits of ``inventory`` in the
+    history store (``SKYDD_HISTORY_URL`` or ``$SKYDD_HOME/history.db``)."""
+    from audit.history import History, HistoryError
+    from policies import Level
+
+    levels = tuple(lv.value for lv in Level)
+    if not inventory:
+        return Trend("no report yet, so no inventory to show the history of", levels, [])
+    try:
+        with History(settings.history_url) as h:
+            rows = h.audits(inventory, limit)
+    except HistoryError as err:
+        return Trend(str(err), levels, [])
+    out = []
+    for row in rows:
+        per: dict[str, dict[str, int]] = {lv: {} for lv in levels}
+        for key, status in (row.get("statuses") or {}).items():
+            level = str(key).split(".", 1)[0]
+            if level in per:
+                per[level][status] = per[level].get(status, 0) + 1
+        at = row["generated_at"]
+        out.append({"id": row["id"], "generated_at": at.isoformat() if isinstance(at, datetime) else str(at),
+                    "status": row["status"], "levels": per})
+    return Trend(None, levels, out)
 
 
 def sign_off(settings: Settings, digest: str, officer: Officer, comment: str, at: datetime) -> SignOff:

@@ -197,3 +197,23 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path: Path) -> None:
         r = cli(tmp_path / "home", *args)
         assert r.returncode == 2, (args, r.stderr)
         assert why in r.stderr and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_trend_counts_each_level_per_audit_newest_first(tmp_path: Path) -> None:
+    from audit.history import History
+    from skydd.web.console.data import trend
+
+    settings = Settings(tmp_path / "home")
+    findings = [{"control": "d.otp-policy", "target": "kc", "status": "fail"},
+                {"control": "d.password-policy", "target": "kc", "status": "pass"},
+                {"control": "a.backups", "target": "h1", "status": "pass"}]
+    with History(settings.history_url) as h:
+        for n, at in enumerate(("2026-12-01T10:00:00Z", "2026-12-02T10:00:00Z")):
+            fs = findings if n == 0 else [{**f, "status": "pass"} for f in findings]
+            h.record({"id": f"r{n}", "inventory": {"name": "lab"}, "generated_at": at,
+                      "summary": {"status": "noncompliant" if n == 0 else "compliant"}, "findings": fs})
+    t = trend(settings, "lab")
+    assert t.problem is None and [a["id"] for a in t.audits] == ["r1", "r0"]
+    assert t.audits[1]["levels"]["d"] == {"fail": 1, "pass": 1} and t.audits[0]["levels"]["d"] == {"pass": 2}
+    assert t.audits[0]["levels"]["a"] == {"pass": 1} and t.audits[0]["levels"]["e"] == {}
+    assert trend(settings, None).problem is not None
