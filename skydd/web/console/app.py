@@ -67,8 +67,9 @@ def _origin_of(url: str) -> str:
 
 
 class _Csp:
-    """The console's Content-Security-Policy: its own style sheet, forms to itself and (logout)
-    to the identity provider; nothing else. ``SecurityHeaders`` adds the rest."""
+    """The console's Content-Security-Policy (its own style sheet, forms to itself and, for
+    sign-out, to the identity provider; nothing else) and Referrer-Policy. ``SecurityHeaders``
+    adds the rest."""
 
     def __init__(self, app: Any, policy: str) -> None:
         self.app, self.policy = app, policy.encode("ascii")
@@ -81,7 +82,10 @@ class _Csp:
         async def with_csp(message: dict[str, Any]) -> None:
             if message["type"] == "http.response.start":
                 message["headers"] = [*message.get("headers", []),
-                                      (b"content-security-policy", self.policy)]
+                                      (b"content-security-policy", self.policy),
+                                      # same-origin, not no-referrer: with no-referrer browsers
+                                      # send "Origin: null" on the console's own form posts
+                                      (b"referrer-policy", b"same-origin")]
             await send(message)
 
         await self.app(scope, receive, with_csp)

@@ -99,6 +99,7 @@ def test_an_officer_signs_in_and_the_cookie_is_strict(console: Any) -> None:
     csp = page.headers["content-security-policy"]
     assert "form-action 'self' https://localhost:8443" in csp and "script-src" not in csp
     assert page.headers["x-frame-options"] == "DENY"
+    assert page.headers["referrer-policy"] == "same-origin"  # else browsers send "Origin: null" on our forms
 
 
 @pytest.mark.parametrize(("kw", "why"), [
