@@ -253,4 +253,6 @@ def record(path: Path, public_key: Ed25519PublicKey, url: str | None,
         say(f"the entry is in the audit log but not witnessed: {err}")
     except OSError as err:
         say(f"the entry is in the audit log but not witnessed: cannot read {path}: {err.strerror}")
+    except Exception as err:  # the entry is durable: whatever the witness does, never fail the write
+        say(f"the entry is in the audit log but not witnessed: {type(err).__name__}: {err}")
     return None

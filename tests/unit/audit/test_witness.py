@@ -330,3 +330,13 @@ def test_a_change_inside_the_unwitnessed_gap_is_refused_at_the_next_write(home: 
     log.append(path, signer, "waiver.request", "alice", {"i": 99}, warn=said.append)
     assert len(said) == 1 and "line 13 does not chain from the line before it" in said[0]
     assert held(store, signer)[0] == 7  # type: ignore[index]
+
+
+def test_a_damaged_witness_store_never_fails_the_write(home: Path, tmp_path: Path) -> None:
+    junk = tmp_path / "junk.db"
+    junk.write_bytes(b"this is not a database" * 100)
+    said: list[str] = []
+    entry = log.append(home / "audit.log", load_signer(home), "waiver.request", "alice", {},
+                       witness=f"sqlite:///{junk}", warn=said.append)
+    assert entry["seq"] == 7 and len(said) == 1 and "not witnessed" in said[0]
+    assert verify_log(home / "audit.log", load_signer(home).public_key).intact
