@@ -100,6 +100,7 @@ class Service(LabService):
         if pid is not None:
             progress(f"adopting the running server (pid {pid})")
             self._wait_ready(pid, progress)
+            self._ensure_console(progress)
             self._console_hint(progress)
             return
         self.pid_file.unlink(missing_ok=True)
@@ -139,7 +140,44 @@ class Service(LabService):
         except BaseException:
             self._stop(proc.pid)
             raise
+        self._ensure_console(progress)
         self._console_hint(progress)
+
+    def _ensure_console(self, progress: Progress) -> None:
+        """A realm imported before the console existed lacks its client, role and users: add
+        them (Keycloak's partial import, existing ones skipped) with this home's secrets."""
+        from identity.keycloak_admin import KeycloakAdmin, KeycloakAdminError
+
+        try:
+            admin = KeycloakAdmin.connect(URL, REALM, *self._admin_credentials(),
+                                          ca_file=str(self.pki_dir / "ca.pem"))
+            if admin.client_by_client_id(CONSOLE_CLIENT) is not None:
+                return
+            text = REALM_FILE.read_text()
+            env = {"SKYDD_LAB_STAFF_PASSWORD": self._secret("staff-password"), **self._console_secrets()}
+            for name, value in env.items():
+                text = text.replace("${" + name + "}", value)
+            realm = json.loads(text)
+            part = {"ifResourceExists": "SKIP",
+                    "roles": {"realm": [r for r in realm["roles"]["realm"] if r["name"] == "security-officer"]},
+                    "users": [u for u in realm["users"] if u["username"] in CONSOLE_USERS],
+                    "clients": [c for c in realm["clients"] if c["clientId"] == CONSOLE_CLIENT]}
+            admin.send("POST", "partialImport", part)
+            self._issue_console_cards()
+            progress(f"added the officers' console client {CONSOLE_CLIENT}, its role and users")
+        except (KeycloakAdminError, OSError, ValueError, KeyError) as err:
+            progress(f"could not add the officers' console to the realm: {err}")
+
+    def _issue_console_cards(self) -> None:
+        from identity.eid import CardIdentity
+        from identity.eid.lab import LabPki
+
+        pki = LabPki(self.pki_dir)
+        realm = json.loads(REALM_FILE.read_text())
+        for u in realm["users"]:
+            if u["username"] in CONSOLE_USERS and pki.card(u["username"]) is None:
+                pki.issue_card(u["username"], CardIdentity(u["attributes"]["hsaId"][0], u["firstName"],
+                                                           u["lastName"]), datetime.now(UTC))
 
     def _console_hint(self, progress: Progress) -> None:
         pki = self.pki_dir
