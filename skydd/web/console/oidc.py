@@ -9,6 +9,7 @@ with the same JWKS cache: signature, issuer, audience, expiry, ``nonce`` and the
 from __future__ import annotations
 
 import math
+import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -65,11 +66,11 @@ class Provider:
         data = {"grant_type": "authorization_code", "code": code, "redirect_uri": self.redirect_uri,
                 "code_verifier": verifier}
         try:
-            with httpx.Client(verify=self.ca_file or True, timeout=TIMEOUT_SECONDS,
-                              trust_env=False) as client:
+            verify = ssl.create_default_context(cafile=self.ca_file) if self.ca_file else True
+            with httpx.Client(verify=verify, timeout=TIMEOUT_SECONDS, trust_env=False) as client:
                 r = client.post(f"{self.endpoint}/token", data=data,
                                 auth=(self.client_id, self.client_secret))
-        except httpx.HTTPError as err:
+        except (httpx.HTTPError, OSError, ssl.SSLError) as err:
             raise LoginError(f"the identity provider cannot be reached ({type(err).__name__})") from err
         if r.status_code != 200:
             try:

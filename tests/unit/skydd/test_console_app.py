@@ -218,3 +218,13 @@ def test_trend_counts_each_level_per_audit_newest_first(tmp_path: Path) -> None:
     assert t.audits[1]["levels"]["d"] == {"fail": 1, "pass": 1} and t.audits[0]["levels"]["d"] == {"pass": 2}
     assert t.audits[0]["levels"]["a"] == {"pass": 1} and t.audits[0]["levels"]["e"] == {}
     assert trend(settings, None).problem is not None
+
+
+def test_an_unreachable_identity_provider_is_a_clear_refusal() -> None:
+    jwks = JwksCache(lambda: b'{"keys": []}')
+    provider = Provider(issuer="https://127.0.0.1:9/realms/x", client_id=CLIENT, client_secret="s",
+                        redirect_uri=URL + "/auth/callback", ca_file=None,
+                        verifier=Verifier(issuer=ISS, client_id=CLIENT, jwks=jwks, algorithms=("RS256",)),
+                        acr="eid-card-otp")
+    with pytest.raises(LoginError, match="cannot be reached"):
+        provider.exchange("code", "verifier")
