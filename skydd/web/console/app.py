@@ -276,6 +276,11 @@ def create_console(config: ConsoleConfig) -> Any:
             return refuse(409, "Report not signed off", [_one_line(err)], session)
         return RedirectResponse(f"/report?done=signed+off+{s.digest[:19]}", 303)
 
+    @api.get("/attestations")
+    def attestations(request: Request) -> Response:
+        return page(request, "attestations.html", rows=data.attestations_view(config.settings, config.clock()),
+                    due_days=data.DUE_DAYS)
+
     @api.get("/log")
     def audit_log(request: Request) -> Response:
         return page(request, "log.html", view=data.log_view(config.settings))

@@ -181,3 +181,44 @@ def log_view(settings: Settings) -> LogView:
     detail = (f"{len(signed.entries)} signed entries verify with this home's key"
               if settings.audit_log.exists() else "no audit log yet (nothing signed)")
     return LogView(settings.audit_log, True, detail, len(signed.entries), dict(sorted(events.items())))
+
+
+DUE_DAYS = 30
+
+
+@dataclass
+class AttestationRow:
+    control: str
+    title: str
+    state: str  # valid | due | expired | missing
+    officer: str = ""
+    expires_at: str = ""
+    detail: str = ""
+
+
+def attestations_view(settings: Settings, at: datetime) -> list[AttestationRow]:
+    """Each manual control's newest attestation that verifies and that the signed log names:
+    expired, due within DUE_DAYS days, valid, or missing (with why)."""
+    from datetime import timedelta
+
+    from audit.attestations import AttestationStore
+    from audit.records import read_signed_log
+    from policies import load_catalog
+    from policies.checks import parse_time
+
+    key = _public_key(settings)
+    signed = read_signed_log(settings.audit_log, key)
+    store = AttestationStore(settings.home)
+    rows = []
+    for cid, control in sorted(load_catalog().by_id().items()):
+        if not control.manual:
+            continue
+        rec, problem = store.latest(cid, key, signed)
+        if rec is None:
+            rows.append(AttestationRow(cid, control.title, "missing", detail=problem or ""))
+            continue
+        expires = parse_time(rec.expires_at)
+        state = "expired" if expires <= at else "due" if expires <= at + timedelta(days=DUE_DAYS) else "valid"
+        rows.append(AttestationRow(cid, control.title, state, rec.officer, rec.expires_at))
+    order = {"expired": 0, "missing": 1, "due": 2, "valid": 3}
+    return sorted(rows, key=lambda r: (order[r.state], r.control))

@@ -100,6 +100,10 @@ def test_an_officer_signs_in_and_the_cookie_is_strict(console: Any) -> None:
     assert "form-action 'self' https://localhost:8443" in csp and "script-src" not in csp
     assert page.headers["x-frame-options"] == "DENY"
     assert page.headers["referrer-policy"] == "same-origin"  # else browsers send "Origin: null" on our forms
+    for path, text in (("/attestations", "a.restore-test"), ("/log", "no audit log yet"),
+                       ("/report", "no report under"), ("/waivers", "No waivers")):
+        r = client.get(path)
+        assert r.status_code == 200 and text in r.text, path
 
 
 @pytest.mark.parametrize(("kw", "why"), [
@@ -176,7 +180,7 @@ def test_four_eyes_in_the_console(console: Any, tmp_path: Path) -> None:
 
 def test_pages_need_a_session(console: Any) -> None:
     client, _, _ = console
-    for path in ("/waivers", "/report", "/log"):
+    for path in ("/waivers", "/report", "/log", "/attestations"):
         r = client.get(path, follow_redirects=False)
         assert r.status_code == 303 and r.headers["location"] == "/"
 
@@ -228,3 +232,26 @@ def test_an_unreachable_identity_provider_is_a_clear_refusal() -> None:
                         acr="eid-card-otp")
     with pytest.raises(LoginError, match="cannot be reached"):
         provider.exchange("code", "verifier")
+
+
+def test_attestations_due_expired_and_missing(tmp_path: Path) -> None:
+    from datetime import timedelta
+
+    from skydd.web.console.data import attestations_view
+
+    home = tmp_path / "home"
+    evidence = tmp_path / "drill.pdf"
+    evidence.write_bytes(b"minutes of the failover drill")
+    soon = (datetime.now(UTC) + timedelta(days=10)).strftime("%Y-%m-%d")
+    later = (datetime.now(UTC) + timedelta(days=200)).strftime("%Y-%m-%d")
+    for control, until in (("a.failover-drill", soon), ("c.in-building", later)):
+        r = subprocess.run([SKYDD, "attest", control, "--evidence", str(evidence), "--expires", until],
+                           capture_output=True, text=True, timeout=60, env={**os.environ, "SKYDD_HOME": str(home)})
+        assert r.returncode == 0, r.stderr
+    now = datetime.now(UTC)
+    states = {r.control: r.state for r in attestations_view(Settings(home), now)}
+    assert states == {"a.failover-drill": "due", "c.in-building": "valid", "a.restore-test": "missing"}
+    later_states = {r.control: r.state for r in attestations_view(Settings(home), now + timedelta(days=11))}
+    assert later_states["a.failover-drill"] == "expired"
+    rows = attestations_view(Settings(home), now + timedelta(days=11))
+    assert [r.state for r in rows] == ["expired", "missing", "valid"]  # worst first
