@@ -276,6 +276,14 @@ def create_console(config: ConsoleConfig) -> Any:
             return refuse(409, "Report not signed off", [_one_line(err)], session)
         return RedirectResponse(f"/report?done=signed+off+{s.digest[:19]}", 303)
 
+    @api.get("/trend.png")
+    def trend_chart(request: Request) -> Response:
+        if current(request) is None:
+            return Response(b"", status_code=403)
+        view = data.report_view(config.settings)
+        name = (view.report.get("inventory") or {}).get("name") if view.report else None
+        return Response(data.trend_png(data.trend(config.settings, name)), media_type="image/png")
+
     @api.get("/attestations")
     def attestations(request: Request) -> Response:
         return page(request, "attestations.html", rows=data.attestations_view(config.settings, config.clock()),

@@ -222,3 +222,37 @@ def attestations_view(settings: Settings, at: datetime) -> list[AttestationRow]:
         rows.append(AttestationRow(cid, control.title, state, rec.officer, rec.expires_at))
     order = {"expired": 0, "missing": 1, "due": 2, "valid": 3}
     return sorted(rows, key=lambda r: (order[r.state], r.control))
+
+
+def trend_png(t: Trend) -> bytes:
+    """The trend as a PNG line chart (matplotlib, Agg; no pyplot state): per level, the share of
+    applicable findings that pass (waived counts as passing), oldest audit left."""
+    import io
+
+    from matplotlib.figure import Figure
+
+    audits = list(reversed(t.audits))
+    fig = Figure(figsize=(8, 3.2), dpi=100)
+    ax = fig.subplots()
+    xs = list(range(len(audits)))
+    for level in t.levels:
+        ys: list[float | None] = []
+        for a in audits:
+            counts = a["levels"][level]
+            applicable = sum(n for s, n in counts.items() if s != "notapplicable")
+            passing = counts.get("pass", 0) + counts.get("waived", 0)
+            ys.append(100.0 * passing / applicable if applicable else None)
+        if any(y is not None for y in ys):
+            ax.plot([x for x, y in zip(xs, ys, strict=True) if y is not None],
+                    [y for y in ys if y is not None], marker="o", label=f"level {level}")
+    ax.set_ylim(-5, 105)
+    ax.set_ylabel("findings passing, %")
+    ax.set_xticks(xs, [str(a["generated_at"])[:16].replace("T", " ") for a in audits], rotation=20,
+                  fontsize=7, ha="right")
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(loc="lower left", fontsize=8, ncols=5)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return buf.getvalue()

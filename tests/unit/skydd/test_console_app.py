@@ -179,10 +179,14 @@ def test_four_eyes_in_the_console(console: Any, tmp_path: Path) -> None:
 
 
 def test_pages_need_a_session(console: Any) -> None:
-    client, _, _ = console
+    client, provider, _ = console
+    assert client.get("/trend.png").status_code == 403
     for path in ("/waivers", "/report", "/log", "/attestations"):
         r = client.get(path, follow_redirects=False)
         assert r.status_code == 303 and r.headers["location"] == "/"
+    sign_in(client, provider, GRETA.subject)
+    chart = client.get("/trend.png")
+    assert chart.status_code == 200 and chart.headers["content-type"] == "image/png"
 
 
 def cli(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -222,6 +226,13 @@ def test_trend_counts_each_level_per_audit_newest_first(tmp_path: Path) -> None:
     assert t.audits[1]["levels"]["d"] == {"fail": 1, "pass": 1} and t.audits[0]["levels"]["d"] == {"pass": 2}
     assert t.audits[0]["levels"]["a"] == {"pass": 1} and t.audits[0]["levels"]["e"] == {}
     assert trend(settings, None).problem is not None
+    from skydd.web.console.data import Trend, trend_png
+
+    png = trend_png(t)
+    assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 5000
+    flat = Trend(None, t.levels, [{**a, "levels": {lv: {"pass": 1} for lv in t.levels}} for a in t.audits])
+    assert trend_png(flat) != png  # the lines follow the data
+    assert trend_png(Trend(None, t.levels, [])).startswith(b"\x89PNG")  # no audits: an empty chart
 
 
 def test_an_unreachable_identity_provider_is_a_clear_refusal() -> None:
