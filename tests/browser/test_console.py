@@ -143,6 +143,7 @@ def test_officer_signs_in_with_card_and_otp_and_sees_the_matrix(browser: Any, la
     assert page.locator(".who").inner_text() == "Greta Officer (Torsby)"
     cell = page.locator('td[data-cell="d/torsby"]')
     assert "status-fail" in (cell.get_attribute("class") or "") and "1 fail" in cell.inner_text()
+    assert page.locator("#trend-chart").evaluate("img => img.complete && img.naturalWidth") == 800
     cookies = {c["name"]: c for c in ctx.cookies(CONSOLE)}
     session = cookies["__Host-skydd-console"]
     assert session["secure"] and session["httpOnly"] and session["sameSite"] == "Strict"
