@@ -201,7 +201,10 @@ def test_suricata_killed_on_one_firewall_holds_its_declared_fail_mode(
     the firewall) fails naming the cause (not running, queue without listener), its municipality's
     traffic proof fails (declared flow blocked, fail mode untestable with no engine running),
     its configuration findings (fail mode, rules, drop categories) still pass, and every other
-    firewall's and municipality's finding is what it was with Suricata up."""
+    firewall's and municipality's finding is what it was with Suricata up. Then ``skydd apply
+    --control b.ips-inline-prevention`` starts it again and the declared flow passes."""
+    from audit.collectors.suricata import bound_queues, suricata_pids
+
     plan = suricata_killed
     assert plan["fail_mode"] == "closed"
     for muni, lan in plan["lans"].items():
@@ -229,6 +232,14 @@ def test_suricata_killed_on_one_firewall_holds_its_declared_fail_mode(
     assert "no Suricata was running" in holds and "traffic closed" in holds, holds
     for control in ("b.ips-fail-mode", "b.ips-rules-fresh", "b.ips-drop-categories"):
         assert found[(control, VICTIM)]["status"] == "pass", found[(control, VICTIM)]
+
+    # The remediation heals the crash: apply starts Suricata again (past the pid file the
+    # SIGKILL left behind) on that firewall, and its declared flow passes again.
+    healed = skydd_b(lab_home, "apply", "--level", "b", "--control", "b.ips-inline-prevention")
+    assert healed.returncode == 0, healed.stdout[-3000:] + healed.stderr[-3000:]
+    assert suricata_pids(plan["namespace"]), healed.stdout[-3000:]
+    assert any(q["queue"] == 0 for q in bound_queues(plan["namespace"]))
+    assert reaches(plan["lans"][VICTIM_MUNICIPALITY], plan["dc"], plan["port"])
 
 
 # -- the PostgreSQL primary killed, the mirror promoted -----------------------------------------
