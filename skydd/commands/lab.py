@@ -1,14 +1,16 @@
-"""``skydd lab up|down|status``: the local lab of real services."""
+"""``skydd lab up|down|status|demo|otp|card``: the local lab of real services."""
 
 from __future__ import annotations
 
 import json
-from typing import Annotated
+from pathlib import Path
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 
+from estate.errors import InputError
 from estate.settings import Settings
 from skydd.lab.errors import LabError
 
@@ -76,6 +78,41 @@ def status(fmt: Annotated[str, typer.Option("--format", help="json or table")] =
         print(f"{name:<10} {st.get('state', '?'):<5} {st.get('endpoint', '')}")
 
 
+def _keycloak() -> Any:
+    from ..lab.keycloak import Service
+
+    return Service(Settings.from_env().home)
+
+
+@lab_app.command("otp")
+def otp(user: Annotated[str, typer.Argument(help="A lab console user, e.g. greta.officer.")]) -> None:
+    """The next one-time code of a lab console user (each code is given once)."""
+    import time
+
+    try:
+        code, wait = _keycloak().console_otp(user, time.time())
+    except LabError as e:
+        err.print(escape(str(e)))
+        raise typer.Exit(1) from e
+    print(code)
+    if wait > 0:
+        err.print(f"valid in {wait:.0f} s")
+
+
+@lab_app.command("card")
+def card(user: Annotated[str, typer.Argument(help="A lab console user, e.g. greta.officer.")],
+         out: Annotated[Path, typer.Option("--out", help="Where to write the PKCS#12 file (no password).")]) -> None:
+    """Write a lab user's e-ID card as PKCS#12 for importing into a browser."""
+    try:
+        _keycloak().console_card(user, out)
+    except LabError as e:
+        err.print(escape(str(e)))
+        raise typer.Exit(1) from e
+    except OSError as e:
+        raise InputError(f"--out {out}: {e.strerror}") from e
+    err.print(f"wrote {escape(str(out))} (0600, no password): import it into the browser's certificates")
+
+
 @lab_app.command("demo")
 def demo(keep: Annotated[bool, typer.Option("--keep", help="Leave the lab running afterwards.")] = False) -> None:
     """The whole cycle: lab up, audit (fails), apply, attest, audit (passes), lab down."""
@@ -91,6 +128,11 @@ def demo(keep: Annotated[bool, typer.Option("--keep", help="Leave the lab runnin
     print(f"signed report: {report / 'report.json'}")
     print(f"readable report: {report / 'report.html'}")
     print(f"verify it: skydd report verify {report / 'report.json'}")
+    if keep:
+        print(_keycloak().console_hint())
+    else:
+        print("officers' console: run 'skydd lab demo --keep' to leave the lab running, then follow "
+              "what it prints to sign in as the lab officer greta.officer (card + OTP)")
 
 
 def register(app: typer.Typer) -> None:

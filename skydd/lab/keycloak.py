@@ -180,11 +180,52 @@ class Service(LabService):
                                                            u["lastName"]), datetime.now(UTC))
 
     def _console_hint(self, progress: Progress) -> None:
+        progress(self.console_hint())
+
+    def console_hint(self) -> str:
+        """How to open the officers' console as the lab officer, in one line."""
         pki = self.pki_dir
-        progress(f"officers' console (after 'skydd apply --level d'): skydd console --tls-cert "
-                 f"{pki / 'server.pem'} --tls-key {pki / 'server.key'} --client-secret "
-                 f"file:{self.state_dir / 'console-client-secret'}; then {CONSOLE_URL}/ with the card "
-                 f"{pki / 'cards' / 'greta.officer.pem'} and the TOTP in {self.console_otp_dir}")
+        return (f"officers' console (after 'skydd apply --level d'): skydd console --tls-cert "
+                f"{pki / 'server.pem'} --tls-key {pki / 'server.key'} --client-secret "
+                f"file:{self.state_dir / 'console-client-secret'}; then open {CONSOLE_URL}/ in a browser "
+                f"holding greta.officer's card ('skydd lab card greta.officer --out greta.p12', import it) "
+                f"and sign in with the code from 'skydd lab otp greta.officer'")
+
+    def console_card(self, username: str, out: Path) -> None:
+        """Write ``username``'s lab card (certificate and key) as PKCS#12 without a password, 0600,
+        for importing into a browser."""
+        from cryptography import x509
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.serialization import pkcs12
+
+        from estate import files
+
+        self._console_user(username)
+        cert, key = self.pki_dir / "cards" / f"{username}.pem", self.pki_dir / "cards" / f"{username}.key"
+        if not cert.exists() or not key.exists():
+            raise LabError(f"{username} has no card yet: start the lab ('skydd lab up')")
+        private = serialization.load_pem_private_key(key.read_bytes(), password=None)
+        blob = pkcs12.serialize_key_and_certificates(
+            username.encode(), private, x509.load_pem_x509_certificate(cert.read_bytes()),  # type: ignore[arg-type]
+            None, serialization.NoEncryption())
+        files.replace(out, blob, 0o600)
+
+    def console_otp(self, username: str, now: float) -> tuple[str, float]:
+        """The next TOTP code of a console user and the seconds until it is valid (0: now)."""
+        from identity.totp import OtpStore
+
+        self._console_user(username)
+        store = OtpStore(self.console_otp_dir)
+        if store.secret(username) is None:
+            raise LabError(f"{username} has no OTP secret yet: start the lab ('skydd lab up')")
+        return store.next_code(username, now)
+
+    @staticmethod
+    def _console_user(username: str) -> None:
+        if username not in CONSOLE_USERS:
+            from estate.errors import InputError
+
+            raise InputError(f"{username!r}: not a lab console user (known: {', '.join(CONSOLE_USERS)})")
 
     def down(self, progress: Progress) -> None:
         pid = self._running_pid()
