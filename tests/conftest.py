@@ -4,6 +4,7 @@ fails the run instead of skipping."""
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -20,12 +21,15 @@ _MARKED_FOLDERS = {"lab": pytest.mark.lab, "browser": pytest.mark.browser}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Tests under tests/lab carry the ``lab`` marker, under tests/browser ``browser``."""
+    """Tests under tests/lab carry the ``lab`` marker, under tests/browser ``browser``. Browser
+    tests of the lab run after every other test: they harden the shared lab (level d), and the
+    lab tests start from the lab as found."""
     root = Path(__file__).parent
     for item in items:
         parts = Path(str(item.fspath)).relative_to(root).parts
         if parts and parts[0] in _MARKED_FOLDERS:
             item.add_marker(_MARKED_FOLDERS[parts[0]])
+    items.sort(key=lambda i: i.get_closest_marker("browser") is not None and i.get_closest_marker("lab") is not None)
 
 
 @pytest.fixture
@@ -39,6 +43,27 @@ def skydd_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 @pytest.fixture
 def at() -> datetime:
     return datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+
+
+@pytest.fixture(scope="session")
+def lab_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    require_root()
+    home = Path(os.environ.get("SKYDD_LAB_HOME") or tmp_path_factory.mktemp("lab-home"))
+    old = os.environ.get("SKYDD_HOME")
+    os.environ["SKYDD_HOME"] = str(home)
+    yield home
+    from tests.lab.conftest import _started
+
+    for svc in reversed(_started):
+        try:
+            svc.down(lambda msg: None)
+        except Exception as err:  # report, but let the other services stop too
+            print(f"lab teardown: {svc.name}: {err}")
+    _started.clear()
+    if old is None:
+        os.environ.pop("SKYDD_HOME", None)
+    else:
+        os.environ["SKYDD_HOME"] = old
 
 
 def require_root() -> None:

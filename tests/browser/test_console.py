@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from tests.lab.conftest import ensure_lab, lab_home  # noqa: F401 (fixture)
+from tests.lab.conftest import ensure_lab
 from tests.unit.skydd.test_audit_cli import CONTROL, inventory, run
 
 pytestmark = [pytest.mark.browser, pytest.mark.lab]
@@ -51,7 +51,7 @@ def _wait_port(proc: subprocess.Popen[bytes], log: Path, timeout: float = 60) ->
 
 
 @pytest.fixture(scope="module")
-def lab(lab_home: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:  # noqa: F811
+def lab(lab_home: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     status = ensure_lab("keycloak", lab_home)
     harden = subprocess.run([SKYDD, "apply", "--level", "d"], env={**os.environ, "SKYDD_HOME": str(lab_home)},
                             capture_output=True, text=True, timeout=900)

@@ -4,36 +4,14 @@ fails the tests that need it; outside CI as non-root the lab tests skip."""
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
-
-from tests.conftest import require_root
 from tests.lab.ssh_hosts import lab  # noqa: F401 (fixture: real SSH hosts of a test's own; modules may override)
 
+# The lab services started this session (``ensure_lab``); ``lab_home`` (tests/conftest.py, one
+# home for every lab and browser test) stops them at the end.
 _started: list[Any] = []
-
-
-@pytest.fixture(scope="session")
-def lab_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    require_root()
-    home = Path(os.environ.get("SKYDD_LAB_HOME") or tmp_path_factory.mktemp("lab-home"))
-    old = os.environ.get("SKYDD_HOME")
-    os.environ["SKYDD_HOME"] = str(home)
-    yield home
-    for svc in reversed(_started):
-        try:
-            svc.down(lambda msg: None)
-        except Exception as err:  # report, but let the other services stop too
-            print(f"lab teardown: {svc.name}: {err}")
-    _started.clear()
-    if old is None:
-        os.environ.pop("SKYDD_HOME", None)
-    else:
-        os.environ["SKYDD_HOME"] = old
 
 
 def ensure_lab(name: str, home: Path) -> dict[str, Any]:

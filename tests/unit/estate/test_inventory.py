@@ -161,8 +161,8 @@ def test_a_duplicate_id_is_refused_naming_both_places(tmp_path: Path, keep: str,
 
 
 def test_a_client_named_twice_is_refused_naming_both_places(tmp_path: Path) -> None:
-    assert "clients: [socialcare-app, skydd-dashboard]" in LAB
-    path = _write(tmp_path, LAB.replace("clients: [socialcare-app, skydd-dashboard]",
+    assert "clients: [socialcare-app, skydd-dashboard, skydd-console]" in LAB
+    path = _write(tmp_path, LAB.replace("clients: [socialcare-app, skydd-dashboard, skydd-console]",
                                         "clients: [socialcare-app, skydd-dashboard, socialcare-app]"))
     with pytest.raises(InputError, match=r"identity_provider\.clients\.2: duplicate entry 'socialcare-app' "
                                          r"\(first at .*identity_provider\.clients\.0\)"):
