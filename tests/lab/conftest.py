@@ -15,12 +15,16 @@ _started: list[Any] = []
 
 
 def ensure_lab(name: str, home: Path) -> dict[str, Any]:
-    """Bring one lab service up once per session and return its status."""
+    """Bring one lab service up (once per session, again if a test took it down) and return its
+    status."""
     from skydd.lab import services
 
     (svc,) = services(home, [name])
-    if not any(s.name == name for s in _started):
+    started = any(s.name == name for s in _started)
+    # A module that takes the lab down itself (test_lab_ssh.py) leaves it down for the next one.
+    if not started or svc.status()["state"] != "up":
         svc.up(lambda msg: print(f"lab {name}: {msg}"))
+    if not started:
         _started.append(svc)
     status = svc.status()
     assert status["state"] == "up", f"lab service {name} is not up: {status}"
