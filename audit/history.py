@@ -108,6 +108,22 @@ witness_checkpoints = Table(
     UniqueConstraint("origin", "size", name="uq_witness_size"),
     UniqueConstraint("origin", "previous", name="uq_witness_previous"),
 )
+# A reset of the witness (``skydd log witness --reset``): the operator's signed statement that the
+# log was restored behind what the witness held. Reset ``epoch`` N starts the chain ``origin/N``.
+witness_resets = Table(
+    "witness_resets", _meta,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("origin", String(80), nullable=False),  # the key id that signs the log
+    Column("epoch", Integer, nullable=False),  # 1 for the first reset
+    Column("from_size", BigInteger, nullable=False),  # what the witness held before it
+    Column("from_head", String(80), nullable=False),
+    Column("actor", String(200), nullable=False),
+    Column("reason", String(2000), nullable=False),
+    Column("at", String(40), nullable=False),
+    Column("signature", String(200), nullable=False),  # the log's key over the other columns
+    UniqueConstraint("origin", "epoch", name="uq_witness_reset_epoch"),
+)
+RESET_FIELDS = ("origin", "epoch", "from_size", "from_head", "actor", "reason", "at", "signature")
 WITNESS_FIELDS = ("origin", "size", "head", "end_byte", "previous", "signed_seq", "signed_hash",
                   "signature", "key_id", "at", "recorded_at")
 
@@ -191,7 +207,7 @@ class History:
         if self._witness_ready:
             return
         try:
-            _meta.create_all(self.engine, tables=[witness_checkpoints])
+            _meta.create_all(self.engine, tables=[witness_checkpoints, witness_resets])
         except SQLAlchemyError as err:
             raise HistoryError(f"history {self.url}: cannot make the witness table "
                                f"({_reason(err)})") from err
@@ -230,6 +246,31 @@ class History:
         except SQLAlchemyError as err:
             raise HistoryError(f"history {self.url}: cannot record a checkpoint in the witness "
                                f"({_reason(err)})") from err
+
+
+    def witness_resets(self, origin: str) -> list[dict[str, Any]]:
+        """The resets of the witness for the log signed by ``origin``, oldest first."""
+        self._witness_table()
+        query = (select(witness_resets).where(witness_resets.c.origin == origin)
+                 .order_by(witness_resets.c.epoch))
+        try:
+            with self.engine.connect() as conn:
+                rows = conn.execute(query).mappings().all()
+        except SQLAlchemyError as err:
+            raise HistoryError(f"history {self.url}: cannot read the witness ({_reason(err)})") from err
+        return [{k: r[k] for k in RESET_FIELDS} for r in rows]
+
+    def reset_witness(self, reset: Mapping[str, Any]) -> None:
+        """Record a reset; ``WitnessConflict`` when another one took its epoch first."""
+        self._witness_table()
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(witness_resets.insert().values(**{k: reset[k] for k in RESET_FIELDS}))
+        except IntegrityError as err:
+            raise WitnessConflict(f"history {self.url}: the witness was reset meanwhile "
+                                  f"({_reason(err)})") from err
+        except SQLAlchemyError as err:
+            raise HistoryError(f"history {self.url}: cannot record the reset ({_reason(err)})") from err
 
 
 def _instant(value: str) -> datetime:

@@ -8,7 +8,10 @@ the log must still hold that checkpoint's line, unchanged, at the same place, an
 after it must chain from it up to the new checkpoint, whose signature must verify. A log cut
 back (rollback), rewritten after the witnessed state (fork) or deleted is refused, and the
 refusal names the witnessed size and head. ``skydd log verify`` then proves the log still
-contains the witness's latest checkpoint (it is an anchor, like a report's).
+contains the witness's latest checkpoint (it is an anchor, like a report's). A log restored
+behind the witness (a backup put back after a disk failure) stays refused until an operator
+with the log's key resets the witness (``reset``): a signed, permanent record that starts a new
+chain, which ``skydd log verify`` names every time.
 
 Only reads the log, under the shared ``flock`` while it takes the size: recording in the witness
 can never change or lock out the log. The witness only runs when a history store is configured
@@ -31,10 +34,11 @@ from typing import TYPE_CHECKING, Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from estate.canonical import canonical_json, rfc3339
 from estate.settings import Settings
 
-from ..errors import AuditError
-from ..signing import key_id
+from ..errors import AuditError, VerificationError
+from ..signing import Signer, key_id, verify
 from .checkpoints import LogAnchor, checkpoint_problem
 from .format import CHECKPOINT, ENTRY_KEYS, GENESIS, line_hash
 from .verify import Problem, _fast_fields, _read_lines
@@ -99,10 +103,89 @@ def witness_url(home: Path) -> tuple[str | None, str]:
     return url, ""
 
 
+@dataclass(frozen=True)
+class Reset:
+    """A reset of the witness, signed by the log's key: the witness held ``from_size`` lines
+    ending in ``from_head``, and the operator ``actor`` said why it starts over (``reason``)."""
+
+    epoch: int
+    from_size: int
+    from_head: str
+    actor: str
+    reason: str
+    at: str
+
+    def describe(self) -> str:
+        return (f"reset {self.epoch} by {self.actor} at {self.at}: {self.reason!r} (the witness "
+                f"held size {self.from_size}, line {self.from_size} hashing to {self.from_head})")
+
+
+def _reset_payload(row: dict[str, Any]) -> bytes:
+    return canonical_json({k: row[k] for k in ("origin", "epoch", "from_size", "from_head",
+                                                "actor", "reason", "at")})
+
+
+def resets(history: History, public_key: Ed25519PublicKey) -> list[Reset]:
+    """The witness's resets of the log signed by ``public_key``, oldest first. ``WitnessError``
+    when one is not signed by that key or the epochs are not 1, 2, …: the witness store itself
+    was tampered with, and nothing it holds is trusted."""
+    out = []
+    for n, row in enumerate(history.witness_resets(key_id(public_key)), 1):
+        try:
+            if row["epoch"] != n:
+                raise VerificationError(f"epoch {row['epoch']} where {n} was due")
+            verify(public_key, _reset_payload(row), row["signature"])
+        except VerificationError as err:
+            raise WitnessError(f"the witness's reset {row['epoch']} is not one the log's key "
+                               f"signed ({err}): the witness store was tampered with") from err
+        out.append(Reset(n, int(row["from_size"]), str(row["from_head"]), str(row["actor"]),
+                         str(row["reason"]), str(row["at"])))
+    return out
+
+
+def _origin(history: History, public_key: Ed25519PublicKey) -> str:
+    """The chain the witness keeps now: the key id, ``key_id/N`` after its N-th reset."""
+    n = len(resets(history, public_key))
+    return key_id(public_key) + (f"/{n}" if n else "")
+
+
 def latest(history: History, public_key: Ed25519PublicKey) -> Witnessed | None:
     """The witness's latest checkpoint of the log signed by ``public_key``, or None."""
-    row = history.witnessed(key_id(public_key))
+    row = history.witnessed(_origin(history, public_key))
     return None if row is None else Witnessed.from_row(row)
+
+
+def reset(path: Path, signer: Signer, history: History, actor: str, reason: str, *,
+          clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> Reset:
+    """Start the witness over for a log restored behind it (a disk restored from a backup):
+    only when the witness refuses the log as it is now, and signed with the log's key, so
+    whoever can write ``$SKYDD_HOME`` or the store but lacks the key cannot make a cut log
+    acceptable. The reset is kept for ever and ``skydd log verify`` names it. The caller proves
+    the log intact on its own first and then writes the reset into the log, which the witness
+    then records from the start. ``WitnessError`` when there is nothing to reset."""
+    from ..history import WitnessConflict
+
+    held = latest(history, signer.public_key)
+    if held is None:
+        raise WitnessError("the witness holds no checkpoint of this log: nothing to reset")
+    try:
+        _, stop = extension(path, signer.public_key, held)
+    except WitnessRefused:
+        pass
+    else:
+        if stop is None:
+            raise WitnessError(f"the witness accepts the log as it is (it holds "
+                               f"{held.describe()}): nothing to reset")
+    row: dict[str, Any] = {"origin": key_id(signer.public_key),
+                           "epoch": len(resets(history, signer.public_key)) + 1,
+                           "from_size": held.size, "from_head": held.head, "actor": actor,
+                           "reason": reason, "at": rfc3339(clock())}
+    row["signature"] = signer.sign(_reset_payload(row))
+    try:
+        history.reset_witness(row)
+    except WitnessConflict as err:
+        raise WitnessError(f"{err}; look again with 'skydd log witness'") from err
+    return Reset(row["epoch"], held.size, held.head, actor, reason, row["at"])
 
 
 def observe(path: Path, public_key: Ed25519PublicKey, history: History, *,
@@ -116,7 +199,7 @@ def observe(path: Path, public_key: Ed25519PublicKey, history: History, *,
     """
     from ..history import WitnessConflict
 
-    origin = key_id(public_key)
+    origin = _origin(history, public_key)
     target = 0  # the size this call set out to record: once the witness holds it, done
     for attempt in range(_ATTEMPTS):
         held = latest(history, public_key)

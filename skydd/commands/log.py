@@ -5,6 +5,8 @@ recorded (its ``log`` object: line count and head hash), so cutting entries off 
 When a history store outside ``$SKYDD_HOME`` is configured (``SKYDD_HISTORY_URL``), ``verify``
 also proves the log still holds the witness's latest checkpoint (``--witness`` requires it,
 ``--no-witness`` skips it); a log deleted after the witness recorded it is broken, not missing.
+``witness`` shows what the witness holds; ``witness --reset`` starts it over for a log restored
+behind it (signed with the log's key, named by every later ``verify``).
 ``seal --accept-unsigned`` is the operator's explicit way to sign over entries no checkpoint
 covers (left by a crashed writer), recording who accepted them and why (ADR 0008).
 """
@@ -20,8 +22,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from audit.errors import VerificationError
 from audit.history import History, HistoryError
-from audit.log import LogAnchor, LogReport, Witnessed, accept_unsigned, verify_log, witness_url
-from audit.log.witness import latest
+from audit.log import LogAnchor, LogReport, Witnessed, accept_unsigned, append, verify_log, witness_url
+from audit.log.witness import WitnessError, latest, reset, resets
 from audit.signing import KEY_NAME, load_home_public_key, load_public_key, load_signer
 from estate.canonical import rfc3339
 from estate.errors import InputError
@@ -34,6 +36,8 @@ _KEY_HELP = "PEM public key you trust (default: the $SKYDD_HOME/keys key)."
 _ANCHOR_HELP = "A signed report (report.json) whose 'log' state the log must still contain; repeatable."
 _WITNESS_HELP = ("Prove the log still holds the witness's latest checkpoint (the history store "
                  "outside $SKYDD_HOME); default: when one is configured.")
+_RESET_HELP = ("Start the witness over for this log, restored from a backup behind what the "
+               "witness held (signed with the log's key, kept for ever).")
 _ACCEPT_HELP = "Sign over the entries after the last checkpoint, after you reviewed them."
 
 
@@ -92,12 +96,15 @@ def _witnessed(settings: Settings, key: Ed25519PublicKey, wanted: bool | None) -
         return None
     try:
         with History(url) as history:
+            done = resets(history, key)
             held = latest(history, key)
-    except HistoryError as e:
+    except (HistoryError, WitnessError) as e:
         if wanted:
             raise InputError(f"--witness: {e}") from e
         err.print(f"warning: the witness was not checked: {e}")
         return None
+    if done:  # never silent: a reset accepted a log that was behind the witness
+        err.print(f"note: the witness was reset {len(done)} time(s); the last: {done[-1].describe()}")
     if held is None:
         err.print("note: the witness holds no checkpoint of this log yet")
     return held
@@ -130,6 +137,65 @@ def seal(
     d = entry["data"]
     out.print(f"accepted seq {d['from_seq']}–{d['to_seq']} as seq {entry['seq']} by {who}; "
               "the log is signed again")
+
+
+def witness(
+    reset_: Annotated[bool, typer.Option("--reset", help=_RESET_HELP)] = False,
+    reason: Annotated[str | None, typer.Option("--reason", help="Why (signed, shown by every verify).")] = None,
+    by: Annotated[str | None, typer.Option("--actor", help="Who resets (default: $SKYDD_ACTOR/$USER).")] = None,
+    log: Annotated[Path | None, typer.Option("--log", help=_LOG_HELP)] = None,
+) -> None:
+    """What the witness holds of this log and its resets; ``--reset`` starts it over for a log
+    restored from a backup behind it (needs the signing key and an intact log)."""
+    settings = Settings.from_env()
+    path = log or settings.audit_log
+    url, why = witness_url(settings.home)
+    if url is None:
+        raise InputError(f"no witness: {why}")
+    if reset_:
+        _reset_witness(settings, path, url, reason, by or actor())
+        return
+    key = _trusted_key(None, settings)
+    try:
+        with History(url) as history:
+            done, held = resets(history, key), latest(history, key)
+    except (HistoryError, WitnessError) as e:
+        err.print(f"witness {url}: {e}")
+        raise typer.Exit(1) from e
+    out.print(f"witness {url}: " + (f"holds checkpoint {held.describe()}, recorded "
+                                    f"{rfc3339(held.recorded_at)}" if held else
+                                    "holds no checkpoint of this log yet"))
+    for r in done:
+        out.print(r.describe())
+
+
+def _reset_witness(settings: Settings, path: Path, url: str, reason: str | None, who: str) -> None:
+    if not reason or not reason.strip():
+        raise InputError("--reason: say why the witness starts over (it is signed and shown by "
+                         "every 'skydd log verify')")
+    if not (settings.keys / KEY_NAME).is_file():  # never make a key to vouch for a log
+        raise InputError(f"no signing key in {settings.keys}: a reset needs the key that signs the log")
+    if not path.is_file():
+        raise InputError(f"--log {path}: no such file: restore the log before resetting the witness")
+    signer = load_signer(settings.home)
+    try:
+        report = verify_log(path, signer.public_key)
+    except OSError as e:
+        raise InputError(f"--log {path}: {e.strerror}") from e
+    if report.problem is not None:
+        err.print(f"refused: {path} is not intact on its own ({report.problem.message}); "
+                  "the witness is only reset for a genuine log restored behind it")
+        raise typer.Exit(1)
+    try:
+        with History(url) as history:
+            done = reset(path, signer, history, who, reason.strip())
+    except (HistoryError, WitnessError) as e:
+        err.print(f"not reset: {e}")
+        raise typer.Exit(1) from e
+    append(path, signer, "witness.reset", who,
+           {"epoch": done.epoch, "from_size": done.from_size, "from_head": done.from_head,
+            "reason": done.reason}, warn=lambda m: err.print(f"warning: {m}"))
+    out.print(f"witness {done.describe()}; it now witnesses the log from its start again")
 
 
 def read_anchor(report: Path) -> LogAnchor:
@@ -205,10 +271,11 @@ def _witness_dict(held: Witnessed | None, report: LogReport) -> dict[str, object
 
 
 def register(app: typer.Typer) -> None:
-    """Attach ``verify`` and ``seal`` to the ``log`` group (made here when the app has none yet)."""
+    """Attach ``verify``, ``seal`` and ``witness`` to the ``log`` group (made here when the app has none yet)."""
     group = next((g.typer_instance for g in app.registered_groups if g.name == "log"), None)
     if group is None:
         group = typer.Typer(no_args_is_help=True, help="The hash-chained audit log.")
         app.add_typer(group, name="log")
     group.command("verify")(verify)
     group.command("seal")(seal)
+    group.command("witness")(witness)

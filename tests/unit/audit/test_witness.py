@@ -340,3 +340,73 @@ def test_a_damaged_witness_store_never_fails_the_write(home: Path, tmp_path: Pat
                        witness=f"sqlite:///{junk}", warn=said.append)
     assert entry["seq"] == 7 and len(said) == 1 and "not witnessed" in said[0]
     assert verify_log(home / "audit.log", load_signer(home).public_key).intact
+
+
+# -- a log restored behind the witness: the reset ----------------------------------------------
+
+def restore_backup(home: Path) -> bytes:
+    """The disk failed; the backup holds the log as it was 2 lines ago (genuine, signed)."""
+    witnessed_head = line_hash(lines(home)[-1].rstrip(b"\n"))
+    (home / "audit.log").write_bytes(b"".join(lines(home)[:5]))
+    return witnessed_head.encode()
+
+
+def test_a_restored_log_is_accepted_again_only_by_a_signed_reset_that_every_verify_names(
+        home: Path, store: str) -> None:
+    restore_backup(home)
+    assert skydd(home, "log", "verify").returncode == 1
+    # Whoever can write the home but holds no key cannot make the cut log acceptable.
+    keyless = home.parent / "keyless"
+    keyless.mkdir()
+    shutil.copy(home / "audit.log", keyless / "audit.log")
+    r = skydd(keyless, "log", "witness", "--reset", "--reason", "trust me")
+    assert r.returncode == 2 and "no signing key" in r.stderr and not (keyless / "keys").exists()
+    assert skydd(home, "log", "witness", "--reset").returncode == 2  # no reason: refused
+
+    r = skydd(home, "log", "witness", "--reset", "--reason", "disk replaced, restored backup 02:00")
+    assert r.returncode == 0, r.stderr
+    assert "reset 1 by alice" in r.stdout and "held size 7" in r.stdout
+    entry = json.loads(lines(home)[5])
+    assert entry["event"] == "witness.reset" and entry["data"]["from_size"] == 7
+    r = skydd(home, "log", "verify")
+    assert r.returncode == 0, r.stderr
+    assert "the witness was reset 1 time(s)" in r.stderr and "disk replaced" in r.stderr
+    shown = skydd(home, "log", "witness")
+    assert shown.returncode == 0 and "holds checkpoint size 7" in shown.stdout
+    assert "reset 1 by alice" in shown.stdout and "restored backup 02:00" in shown.stdout
+
+
+def test_after_a_reset_the_witness_catches_the_next_rollback_again(home: Path, store: str) -> None:
+    restore_backup(home)
+    assert skydd(home, "log", "witness", "--reset", "--reason", "restored").returncode == 0
+    signer = load_signer(home)
+    log.append(home / "audit.log", signer, "waiver.request", "alice", {"i": 9})
+    assert held(store, signer)[0] == len(lines(home)) == 9  # type: ignore[index]
+    (home / "audit.log").write_bytes(b"".join(lines(home)[:7]))
+    r = skydd(home, "log", "verify")
+    assert r.returncode == 1 and "rollback" in r.stderr and "held 9 lines" in r.stderr
+
+
+def test_a_reset_is_refused_while_the_witness_accepts_the_log_or_the_log_is_broken(
+        home: Path, store: str) -> None:
+    r = skydd(home, "log", "witness", "--reset", "--reason", "why not")
+    assert r.returncode == 1 and "nothing to reset" in r.stderr
+    raw = lines(home)[:5]
+    raw[3] = raw[3].replace(b'"alice"', b'"mallory"')  # an entry rewritten: not a genuine backup
+    (home / "audit.log").write_bytes(b"".join(raw))
+    r = skydd(home, "log", "witness", "--reset", "--reason", "restored")
+    assert r.returncode == 1 and "not intact on its own" in r.stderr
+    assert "reset 1" not in skydd(home, "log", "witness").stdout
+
+
+def test_a_reset_forged_into_the_witness_store_is_not_honoured(home: Path, store: str) -> None:
+    restore_backup(home)
+    signer = load_signer(home)
+    with sqlite3.connect(store.removeprefix("sqlite:///")) as db:
+        db.execute("INSERT INTO witness_resets (origin, epoch, from_size, from_head, actor, reason,"
+                   " at, signature) VALUES (?, 1, 7, 'x', 'mallory', 'restored', "
+                   "'2026-11-25T12:00:00Z', ?)", (signer.key_id, "A" * 88))
+    r = skydd(home, "log", "verify", "--witness")
+    assert r.returncode == 2 and "reset 1 is not one the log's key signed" in r.stderr
+    r = skydd(home, "log", "verify")  # never an intact verdict that silently skipped the witness
+    assert "warning: the witness was not checked" in r.stderr and "tampered" in r.stderr
