@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from estate.errors import InputError
+from estate.errors import InputError, SkyddError
 from estate.settings import Settings
 
 from ..output import actor, err, now, out
@@ -38,8 +38,23 @@ _OfficerOpt = Annotated[str | None, typer.Option(
 _KeyOpt = Annotated[str | None, typer.Option(
     "--key", help="file:PATH of your Ed25519 private key (PEM); it signs the entry.")]
 _InventoryOpt = Annotated[Path | None, typer.Option(
-    "--inventory", help="Inventory YAML whose officer roster applies (default: none; an audit "
+    "--inventory", help="Inventory YAML whose officer roster applies (default: with --officer, the "
+    "configured one; else none, with a warning when the configured one has a roster: an audit "
     "counts a waiver only when it proves its officers to the audited inventory's roster).")]
+
+
+def _warn_if_rostered(settings: Settings) -> None:
+    """Never silent: an unsigned entry that the configured estate's audits will not count."""
+    from estate.loader import load_inventory
+
+    try:
+        configured = settings.inventory()
+        officers = load_inventory(configured, home=settings.home)[0].officers
+    except (SkyddError, OSError):  # none configured, or broken: the audit of it will say so
+        return
+    if officers:
+        err.print(f"warning: {configured} has an officer roster: an audit of it counts "
+                  "this only when signed by an officer (--officer ID --key file:PATH)")
 
 
 def _acting(settings: Settings, inventory: Path | None, officer_id: str | None, key_ref: str | None,
@@ -51,6 +66,8 @@ def _acting(settings: Settings, inventory: Path | None, officer_id: str | None, 
     from ..officers import Officer, Roster, key_officer, load_roster, read_private_key
 
     roster = Roster()
+    if inventory is None and (officer_id or key_ref):
+        inventory = settings.inventory()  # an officer acts for the configured estate's roster
     if inventory is not None:
         roster = load_roster(load_inventory(inventory, home=settings.home)[0], inventory)
     path = inventory or "no --inventory"
@@ -58,6 +75,8 @@ def _acting(settings: Settings, inventory: Path | None, officer_id: str | None, 
         if officer_id or key_ref:
             raise InputError(f"{path} has no officer roster: --officer and --key need one")
         who = fallback or actor()
+        if inventory is None:
+            _warn_if_rostered(settings)
         return Officer(who, who), None, roster
     if not officer_id or not key_ref:
         raise InputError(f"{path} has an officer roster: give --officer ID and --key file:PATH "

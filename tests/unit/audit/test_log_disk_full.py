@@ -59,7 +59,7 @@ def fill(directory: Path) -> Path:
 
 
 def cli(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "SKYDD_HOME": str(home)}
+    env = {**os.environ, "SKYDD_HOME": str(home), "SKYDD_INVENTORY": ""}  # no roster: one line
     return subprocess.run([SKYDD, *args], capture_output=True, text=True, env=env, timeout=120)
 
 

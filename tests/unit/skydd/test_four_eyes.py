@@ -198,6 +198,24 @@ def test_keyless_cli_waivers_do_not_count_for_an_inventory_with_a_roster(home: P
     assert audited_status(home, inv) == "fail"
 
 
+def test_without_inventory_the_configured_roster_applies_and_a_keyless_waiver_is_warned(
+        home: Path, inv: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SKYDD_INVENTORY", str(inv))
+    r = skydd(home, "waiver", "request", CONTROL, "--reason", "r", "--expires", stamp(NOW + timedelta(days=9)))
+    assert r.code == 0 and f"{inv} has an officer roster" in r.err and "--officer ID" in r.err
+    signed = skydd(home, "waiver", "request", CONTROL, "--reason", "HSM", "--expires",
+                   stamp(NOW + timedelta(days=9)), "--officer", "greta.officer",
+                   "--key", key(home, "greta.officer"))
+    assert signed.code == 0 and "officer roster" not in signed.err, signed.err
+    wid = signed.out.split()[1]
+    own = skydd(home, "waiver", "approve", wid, "--officer", "greta.officer",
+                "--key", key(home, "greta.officer"))
+    assert own.code != 0  # the configured roster's four eyes hold without --inventory too
+    assert skydd(home, "waiver", "approve", wid, "--officer", "olof.officer",
+                 "--key", key(home, "olof.officer")).code == 0
+    assert audited_status(home, inv) == "waived"
+
+
 # --- forged proofs in the log -------------------------------------------------------------------
 
 def _approve_forged(home: Path, wid: str, claimed: Officer, signing_key: Ed25519PrivateKey) -> None:
