@@ -55,8 +55,12 @@ deps: $(BIN)/.stamp $(CACHE)/.debian-stamp
 demo: deps
 	$(BIN)/skydd lab demo
 
+# The suite's temporary folders are its own: pytest keeps only its last 3 numbered folders under
+# /tmp/pytest-of-$USER, so another pytest on the machine would delete them under a running suite.
 test: deps lint
-	$(BIN)/pytest -q -p no:cacheprovider tests
+	@base=$$(mktemp -d /tmp/skydd-test.XXXXXX); rc=0; \
+	$(BIN)/pytest -q -p no:cacheprovider --basetemp=$$base tests || rc=$$?; \
+	rm -rf $$base; exit $$rc
 
 unit: $(BIN)/.stamp
 	$(BIN)/pytest -q -p no:cacheprovider tests/unit
