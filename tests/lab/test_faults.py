@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -323,6 +324,14 @@ def start_cluster(db: Any) -> None:
     assert started.returncode == 0, started.stdout[-500:] + started.stderr[-500:]
 
 
+def stop_cluster(db: Any) -> None:
+    from skydd.lab.postgres import pg_bin
+
+    stopped = as_postgres(db.namespace, str(pg_bin() / "pg_ctl"), "-D", db.data_dir,
+                          "-m", "fast", "-w", "-t", "60", "stop")
+    assert stopped.returncode == 0, stopped.stderr[-500:]
+
+
 @pytest.fixture
 def primary_killed(lab_home: Path, mirror_streams: dict[str, Any]) -> Iterator[dict[str, Any]]:
     """A marker row committed on the primary and replayed on the mirror; then every process of
@@ -330,7 +339,6 @@ def primary_killed(lab_home: Path, mirror_streams: dict[str, Any]) -> Iterator[d
     did, the lab is put back: the old primary running again (crash recovery), a promoted mirror
     stopped (its timeline is not the primary's) and rebuilt by ``skydd apply --level a``, a
     standby again."""
-    from skydd.lab.postgres import pg_bin
     from tests.lab.test_level_a import reopen
 
     primary, mirror = socialcare_dbs(lab_home)
@@ -362,12 +370,9 @@ def primary_killed(lab_home: Path, mirror_streams: dict[str, Any]) -> Iterator[d
         promoted = False
         with contextlib.suppress(psycopg.Error), pg(mirror, "postgres") as conn:
             promoted = conn.execute("SELECT NOT pg_is_in_recovery()").fetchone()[0] is True
-        if promoted:
-            stopped = as_postgres(mirror.namespace, str(pg_bin() / "pg_ctl"), "-D", mirror.data_dir,
-                                  "-m", "fast", "-w", "-t", "60", "stop")
-            assert stopped.returncode == 0, stopped.stderr[-500:]
-            # Stopped, the role rebuilds it (a cluster it cannot query counts as rebuildable;
-            # an emptied or missing data dir makes its `pg_ctl stop` step fail instead).
+        if promoted:  # the lab's operator discards the failover's writes: the role rebuilds
+            stop_cluster(mirror)  # a missing data dir, never a promoted cluster's
+            shutil.rmtree(mirror.data_dir)
         reopen(lab_home)
         rebuilt = skydd(lab_home, "apply", "--level", "a")
     assert rebuilt.returncode == 0, rebuilt.stdout[-3000:] + rebuilt.stderr[-3000:]
@@ -389,7 +394,9 @@ def test_primary_killed_then_mirror_promoted_keeps_the_data_and_the_audit_says_s
     * the old primary back (its machine restarted): two writable copies, and the audit says
       so: every replication control ``fail`` (the mirror is no standby), exit 1;
     * ``skydd apply --level a`` then refuses to rebuild the promoted mirror (it would discard
-      the writes made after the failover): exit 1 naming its databases, the mirror untouched."""
+      the writes made after the failover): exit 1 naming its databases, the mirror untouched;
+      and still when the promoted mirror is down too (it cannot be asked, and its data dir is
+      no standby's)."""
     from tests.lab.test_level_a import reopen
 
     primary, mirror = primary_killed["primary"], primary_killed["mirror"]
@@ -432,5 +439,18 @@ def test_primary_killed_then_mirror_promoted_keeps_the_data_and_the_audit_says_s
     assert "holds databases of its own" in out and "is not a standby" in out, out[-3000:]
     with pg(mirror) as conn:
         assert conn.execute("SELECT pg_is_in_recovery()").fetchone()[0] is False
+        assert conn.execute("SELECT count(*) FROM visits WHERE note = %s",
+                            (after_failover,)).fetchone()[0] == 1
+
+    # The promoted mirror goes down too: a cluster that cannot be asked is still not rebuilt
+    # when its data dir is a primary's of its own (no standby.signal).
+    stop_cluster(mirror)
+    reopen(lab_home)
+    refused = skydd(lab_home, "apply", "--level", "a")
+    out = refused.stdout + refused.stderr
+    assert refused.returncode == 1, out[-3000:]
+    assert "does not answer and is not a standby" in out, out[-3000:]
+    start_cluster(mirror)
+    with pg(mirror) as conn:
         assert conn.execute("SELECT count(*) FROM visits WHERE note = %s",
                             (after_failover,)).fetchone()[0] == 1
