@@ -128,13 +128,16 @@ class Hypervisor(_Strict):
 class Database(_Strict):
     """One PostgreSQL cluster of a system: the primary or its mirror.
 
-    Skydd connects as ``user`` over ``socket_dir`` when set (the lab's clusters; peer
-    authentication), else over TCP to ``host``. ``data_dir`` and ``namespace`` tell the
-    ``pg_mirror`` role where the cluster lives; ``replication_*`` and the TLS files are the
-    primary's side of the replication to the mirror.
+    ``host`` is the cluster's address on the data network, where the mirror replicates from.
+    Skydd's collector connects over TCP to ``address`` (default ``host``) with TLS
+    ``verify-full`` against ``ca_file``, as ``user`` (a ``pg_monitor`` role, never a superuser)
+    with ``password``. ``data_dir`` and ``namespace`` tell the ``pg_mirror`` role where the
+    cluster lives; ``replication_*`` are the primary's side of the replication to the mirror;
+    ``tls_cert`` and ``tls_key`` are this cluster's own server certificate and key.
     """
 
     host: str
+    address: str | None = None
     port: int = Field(default=5432, ge=1, le=65535)
     name: str
     user: str = "skydd"

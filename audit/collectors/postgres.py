@@ -8,8 +8,13 @@ and the age of the last reply, both computed by the server), TLS from ``pg_stat_
 polled for on the mirror for at most the system's RPO. ``replay_lag`` is recorded but never
 judged alone: PostgreSQL keeps its last value while the mirror is cut off.
 
-A cluster that cannot be reached raises ``CollectorError`` (the controls become ``error``); a
-reachable cluster that is not (yet) a mirror is evidence, and fails the controls.
+Each cluster is reached over TCP at its ``address`` (default ``host``) with TLS ``verify-full``
+against the inventory's ``ca_file``, as a monitoring role that is a member of ``pg_monitor`` and
+never a superuser: a superuser login, a role without ``pg_monitor`` (it would see the other
+sessions' replication columns as NULL), a missing CA or a certificate that does not verify is a
+``CollectorError``. A cluster that cannot be reached raises ``CollectorError`` too (the controls
+become ``error``); a reachable cluster that is not (yet) a mirror is evidence, and fails the
+controls.
 """
 
 from __future__ import annotations
@@ -47,7 +52,11 @@ SELECT status, sender_host, sender_port, slot_name,
 def _connect(db: Any, dbname: str, role: str) -> Any:
     import psycopg
 
-    host = db.socket_dir or db.host
+    address = db.address or db.host
+    where = f"{role} database {dbname!r} at {address}:{db.port}"
+    if not db.ca_file:
+        raise CollectorError(f"{where}: no ca_file in the inventory; Skydd connects with TLS "
+                             "verify-full only")
     kw: dict[str, Any] = {}
     if db.password:
         from estate.secrets import resolve_secret
@@ -56,12 +65,30 @@ def _connect(db: Any, dbname: str, role: str) -> Any:
         except Exception as err:
             raise CollectorError(f"{role} database: {err}") from err
     try:
-        return psycopg.connect(host=host, port=db.port, dbname=dbname, user=db.user,
+        conn = psycopg.connect(host=address, port=db.port, dbname=dbname, user=db.user,
+                               sslmode="verify-full", sslrootcert=db.ca_file,
                                connect_timeout=CONNECT_TIMEOUT, autocommit=True,
                                application_name="skydd-collector", **kw)
     except psycopg.Error as err:
-        raise CollectorError(f"{role} database {dbname!r} at {host}:{db.port} cannot be reached: "
-                             f"{str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__}") from err
+        raise CollectorError(f"{where} cannot be reached: {_first_line(err)}") from err
+    try:
+        who = _rows(conn, "SELECT current_user AS name, r.rolsuper AS superuser, "
+                          "pg_has_role(current_user, 'pg_monitor', 'MEMBER') AS monitor "
+                          "FROM pg_roles r WHERE r.rolname = current_user")[0]
+    except psycopg.Error as err:
+        conn.close()
+        raise CollectorError(f"{where}: cannot read the login role: {_first_line(err)}") from err
+    if who["superuser"] or not who["monitor"]:
+        conn.close()
+        why = "is a superuser" if who["superuser"] else "is not a member of pg_monitor"
+        raise CollectorError(f"{where}: the login role {who['name']!r} {why}; Skydd collects as "
+                             "a pg_monitor role that is no superuser")
+    return conn
+
+
+def _first_line(err: Exception) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
 
 
 def _rows(conn: Any, sql: str, *args: Any) -> list[dict[str, Any]]:
@@ -151,7 +178,7 @@ class ReplicationCollector(Collector):
                            "SET nonce = EXCLUDED.nonce, written_at = EXCLUDED.written_at "
                            "RETURNING id", nonce)
         except psycopg.Error as err:
-            out["error"] = f"cannot write the heartbeat on the primary: {str(err).strip().splitlines()[0]}"
+            out["error"] = f"cannot write the heartbeat on the primary: {_first_line(err)}"
             return out
         out["written"] = True
         start = self._monotonic()
@@ -162,7 +189,7 @@ class ReplicationCollector(Collector):
             try:
                 seen = _rows(mirror, f"SELECT nonce FROM {HEARTBEAT_TABLE} WHERE id = 1")
             except psycopg.Error as err:
-                out["error"] = f"cannot read the heartbeat on the mirror: {str(err).strip().splitlines()[0]}"
+                out["error"] = f"cannot read the heartbeat on the mirror: {_first_line(err)}"
                 seen = []
                 if not isinstance(err, psycopg.errors.UndefinedTable):
                     raise

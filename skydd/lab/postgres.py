@@ -30,11 +30,13 @@ from typing import Any
 from estate.inventory import Database, Inventory
 
 from .errors import LabError
+from .management import managed_hosts
 from .service import LabService, Progress
 
 MONITOR_ROLE = "skydd"
 PG_HBA = """\
-# Written by the Skydd lab. Root (Skydd) may connect over the socket as postgres or skydd.
+# Written by the Skydd lab. Root may connect over the socket as postgres or skydd; Skydd's
+# collector comes over TLS from the management network (the management namespace's address).
 local   all          all                    peer map=skydd
 local   replication  all                    peer map=skydd
 host    all          all   127.0.0.1/32     scram-sha-256
@@ -135,6 +137,7 @@ class Service(LabService):
         if missing:
             raise LabError(f"namespace {', '.join(sorted(set(map(str, missing))))} is missing: start the "
                            "network first (skydd lab up --only network,postgres)")
+        gateways = {h.address: h.gateway for h in managed_hosts(inv)}
         self._stop_all(lambda m: None)  # what a crashed earlier run left
         revoke_traverse(self._read_state().get("granted", []))
         shutil.rmtree(self.state_dir, ignore_errors=True)
@@ -145,10 +148,11 @@ class Service(LabService):
             self._write_state({"granted": granted, "clusters": []})
             self._secrets(inv, pg)
             for c in clusters:
-                self._init(c, bin_dir, pg)
+                self._init(c, bin_dir, pg, gateways.get(c.db.address or ""))
                 self._start(c, bin_dir)
                 progress(f"{c.system} {c.role}: PostgreSQL in {c.db.namespace} on "
-                         f"{c.db.host}:{c.db.port} and {c.db.socket_dir}")
+                         f"{c.db.host}:{c.db.port}, {c.db.address}:{c.db.port} (TLS) and "
+                         f"{c.db.socket_dir}")
             for c in clusters:
                 self._seed(c, bin_dir)
             self._write_state({"granted": granted, "clusters": [
@@ -159,17 +163,22 @@ class Service(LabService):
         progress("databases up; no replication (as found)")
 
     def _secrets(self, inv: Inventory, pg: pwd.struct_passwd) -> None:
-        for sy in inv.systems:
-            db = sy.primary_db
-            if db is None or db.namespace is None:
-                continue
-            ref = db.replication_password or ""
-            if ref.startswith("file:") and self.state_dir in Path(ref[5:]).parents:
-                _write_private(Path(ref[5:]), secrets.token_urlsafe(24) + "\n")
+        """The lab's passwords (replication, monitoring) and TLS: one CA per ``ca_file``, and each
+        cluster's server certificate for its data and management addresses."""
+        cas: dict[str, tuple[Any, Any]] = {}
+        for c in self.clusters(inv):
+            db = c.db
+            for ref in (db.replication_password or "", db.password or ""):
+                path = Path(ref[5:])
+                if ref.startswith("file:") and self.state_dir in path.parents and not path.exists():
+                    _write_private(path, secrets.token_urlsafe(24) + "\n")
             if db.tls_cert and db.tls_key and db.ca_file:
-                _lab_tls(Path(db.ca_file), Path(db.tls_cert), Path(db.tls_key), db.host)
+                if db.ca_file not in cas:
+                    cas[db.ca_file] = _lab_ca(Path(db.ca_file))
+                _lab_cert(*cas[db.ca_file], Path(db.tls_cert), Path(db.tls_key),
+                          [db.host, *([db.address] if db.address else [])])
 
-    def _init(self, c: Cluster, bin_dir: Path, pg: pwd.struct_passwd) -> None:
+    def _init(self, c: Cluster, bin_dir: Path, pg: pwd.struct_passwd, gateway: str | None) -> None:
         home = c.data.parent
         for d in (home, Path(c.db.socket_dir or home / "run")):
             d.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -177,13 +186,23 @@ class Service(LabService):
             os.chmod(d, 0o700)
         _as_postgres(str(bin_dir / "initdb"), "-D", str(c.data), "-U", "postgres", "-E", "UTF8",
                      "--locale=C.UTF-8", "--auth-local=peer", "--auth-host=scram-sha-256", "--no-sync")
-        (c.data / "pg_hba.conf").write_text(PG_HBA)
+        hba = PG_HBA + (f"hostssl all          all   {gateway}/32 scram-sha-256\n" if gateway else "")
+        (c.data / "pg_hba.conf").write_text(hba)
         (c.data / "pg_ident.conf").write_text(PG_IDENT)
+        tls = ""
+        if c.db.tls_cert and c.db.tls_key:
+            for src, name, mode in ((c.db.tls_cert, "server.crt", 0o644), (c.db.tls_key, "server.key", 0o600)):
+                shutil.copyfile(src, c.data / name)
+                os.chown(c.data / name, pg.pw_uid, pg.pw_gid)
+                os.chmod(c.data / name, mode)
+            tls = "ssl = on\nssl_min_protocol_version = 'TLSv1.2'\n"
+        # Every address of the machine (its data and management addresses): a base backup
+        # copies this file to the mirror, where the same line holds.
         with (c.data / "postgresql.conf").open("a") as conf:
             conf.write("\n# The lab's instance settings (skydd lab up)\n"
-                       f"listen_addresses = '{c.db.host}'\nport = {c.db.port}\n"
+                       f"listen_addresses = '*'\nport = {c.db.port}\n"
                        f"unix_socket_directories = '{c.db.socket_dir or home / 'run'}'\n"
-                       "fsync = off\nsynchronous_commit = local\n")
+                       f"{tls}fsync = off\nsynchronous_commit = local\n")
 
     def _start(self, c: Cluster, bin_dir: Path) -> None:
         _as_postgres(str(bin_dir / "pg_ctl"), "-D", str(c.data), "-l", str(c.log), "-w", "-t", "60",
@@ -192,8 +211,11 @@ class Service(LabService):
     def _seed(self, c: Cluster, bin_dir: Path) -> None:
         psql = [str(bin_dir / "psql"), "-h", str(c.db.socket_dir), "-p", str(c.db.port), "-U",
                 "postgres", "-v", "ON_ERROR_STOP=1", "-qX"]
+        password = ""
+        if c.db.password and c.db.password.startswith("file:"):
+            password = f" PASSWORD '{Path(c.db.password[5:]).read_text().strip()}'"
         _as_postgres(*psql, "-d", "postgres", "-c",
-                     f"CREATE ROLE {MONITOR_ROLE} LOGIN IN ROLE pg_monitor")
+                     f"CREATE ROLE {MONITOR_ROLE} LOGIN{password} IN ROLE pg_monitor")
         if c.role == "primary":
             _as_postgres(*psql, "-d", "postgres", "-c", f'CREATE DATABASE "{c.db.name}"')
             _as_postgres(*psql, "-d", c.db.name, "-c", SEED)
@@ -354,34 +376,47 @@ def _write_private(path: Path, text: str) -> None:
     tmp.replace(path)
 
 
-def _lab_tls(ca_path: Path, cert_path: Path, key_path: Path, host: str) -> None:
-    """A lab CA and the primary's server certificate (SAN: its lab address) for replication TLS."""
+def _lab_ca(ca_path: Path) -> tuple[Any, Any]:
+    """A lab database CA (written to ``ca_path``); returns its certificate and key."""
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.x509.oid import NameOID
 
     now = dt.datetime.now(dt.UTC)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Skydd lab database CA")])
-    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name)
-          .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Skydd lab database CA")])
+    ca = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+          .public_key(key.public_key()).serial_number(x509.random_serial_number())
           .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=30))
           .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-          .sign(ca_key, hashes.SHA256()))
+          .sign(key, hashes.SHA256()))
+    ca_path.parent.mkdir(parents=True, exist_ok=True)
+    ca_path.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    return ca, key
+
+
+def _lab_cert(ca: Any, ca_key: Any, cert_path: Path, key_path: Path, addresses: list[str]) -> None:
+    """A server certificate signed by the lab CA whose SAN holds every address the cluster is
+    reached at (libpq's verify-full checks the one it connected to)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = dt.datetime.now(dt.UTC)
     key = ec.generate_private_key(ec.SECP256R1())
     cert = (x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host)]))
-            .issuer_name(ca_name).public_key(key.public_key())
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, addresses[0])]))
+            .issuer_name(ca.subject).public_key(key.public_key())
             .serial_number(x509.random_serial_number())
             .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=30))
-            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(host))]),
-                           critical=False)
+            .add_extension(x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address(a)) for a in addresses]), critical=False)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .sign(ca_key, hashes.SHA256()))
     _write_private(key_path, key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption()).decode())
-    for path, c in ((cert_path, cert), (ca_path, ca)):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(c.public_bytes(serialization.Encoding.PEM))
+    cert_path.parent.mkdir(parents=True, exist_ok=True)
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))

@@ -101,7 +101,9 @@ def test_level_a_fails_as_found_then_apply_and_attestations_pass(mirror_lab: Pat
         check.stderr[-3000:]
     with _primary(home) as conn:
         assert conn.execute("SELECT count(*) FROM pg_replication_slots").fetchone()[0] == 0
-        assert conn.execute("SHOW ssl").fetchone()[0] == "off"
+        assert conn.execute("SELECT count(*) FROM pg_roles WHERE rolname = 'replicator'").fetchone()[0] == 0
+        assert conn.execute("SELECT count(*) FROM pg_hba_file_rules "
+                            "WHERE 'replication' = ANY(database)").fetchone()[0] == 1  # the lab's local line
 
     reopen(home)
     first = skydd(home, "apply", "--level", "a")
@@ -168,3 +170,45 @@ def test_cutting_the_link_to_site4_fails_the_rpo_and_restoring_it_passes(mirror_
         lag = conn.execute("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), replay_lsn) "
                            "FROM pg_stat_replication WHERE application_name = 'site4'").fetchone()
     assert lag is not None
+
+
+def test_the_collector_asks_only_over_verified_tls_as_a_monitoring_role(
+        mirror_lab: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The replication collector reaches both clusters over TCP with TLS verify-full as the
+    inventory's pg_monitor role; a server whose certificate another CA signed (a man in the
+    middle), a superuser login and a login without pg_monitor are each an ``error`` naming why,
+    never evidence."""
+    from audit.collectors import run_collectors
+    from audit.collectors.postgres import ReplicationCollector
+    from skydd.lab.postgres import _lab_ca
+
+    inv, _ = load_inventory(LAB_INVENTORY, home=mirror_lab)
+    system = next(s for s in inv.systems if s.id == "socialcare")
+    assert system.primary_db is not None and system.primary_db.address
+
+    def collect(**primary: object) -> tuple[str | None, dict[str, object]]:
+        db = system.primary_db.model_copy(update=primary)  # type: ignore[union-attr]
+        (ev,) = run_collectors([ReplicationCollector(system.model_copy(update={"primary_db": db}))])
+        return ev.error, ev.data
+
+    error, data = collect()
+    assert error is None and data["primary"]["in_recovery"] is False  # type: ignore[index]
+
+    _lab_ca(tmp_path / "other-ca.pem")
+    error, _ = collect(ca_file=str(tmp_path / "other-ca.pem"))
+    assert error is not None and "cannot be reached" in error and "SSL error" in error
+
+    monkeypatch.setenv("SKYDD_TEST_PG_PASSWORD", "a-lab-test-password-1")
+    with _primary(mirror_lab) as conn:
+        for role, attrs in (("skydd_su", "SUPERUSER"), ("skydd_plain", "NOSUPERUSER")):
+            conn.execute(f"DROP ROLE IF EXISTS {role}")
+            conn.execute(f"CREATE ROLE {role} LOGIN {attrs} PASSWORD 'a-lab-test-password-1'")
+    try:
+        error, _ = collect(user="skydd_su", password="env:SKYDD_TEST_PG_PASSWORD")
+        assert error is not None and "'skydd_su' is a superuser" in error
+        error, _ = collect(user="skydd_plain", password="env:SKYDD_TEST_PG_PASSWORD")
+        assert error is not None and "'skydd_plain' is not a member of pg_monitor" in error
+    finally:
+        with _primary(mirror_lab) as conn:
+            conn.execute("DROP ROLE IF EXISTS skydd_su")
+            conn.execute("DROP ROLE IF EXISTS skydd_plain")

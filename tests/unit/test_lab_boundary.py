@@ -48,9 +48,8 @@ _SERIES = "policies/catalog/b/b.firewalls-in-series/fixtures/"
 
 # Known and being removed this session: path -> (terms, owner). Delete the entry when done.
 PENDING: dict[str, tuple[frozenset[str], str]] = {
-    # H-postgres: Database.namespace/socket_dir leave the model, the collector goes over TLS,
-    # pg_mirror configures the servers over SSH.
-    "audit/collectors/postgres.py": (frozenset({"unix socket"}), "H-postgres"),
+    # H-postgres: Database.namespace/socket_dir leave the model, pg_mirror configures the
+    # servers over SSH.
     "playbooks/roles/pg_mirror/tasks/main.yml": (
         frozenset({"netns", "namespace", "unix socket"}), "H-postgres"),
     "playbooks/roles/pg_mirror/handlers/main.yml": (frozenset({"unix socket"}), "H-postgres"),

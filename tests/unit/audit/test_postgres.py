@@ -4,6 +4,7 @@ injected clock over a fake DB-API connection)."""
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,13 +20,21 @@ from skydd.lab import LAB_INVENTORY
 AT = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 
 
-def _system(tmp_path: Path, rpo: int = 20) -> System:
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _system(tmp_path: Path, rpo: int = 20, ca_file: str | None = "ca.pem") -> System:
+    """A system whose clusters are at a loopback port nothing listens on."""
+    ca = str(tmp_path / ca_file) if ca_file else None
     return System(id="socialcare", name="Social care", classification="classified",
                   municipality="torsby", primary_site="torsby", mirror_site="site4", rpo_seconds=rpo,
-                  primary_db=Database(host="10.0.10.2", name="socialcare",
-                                      socket_dir=str(tmp_path / "no-primary")),
-                  mirror_db=Database(host="10.0.40.2", name="socialcare",
-                                     socket_dir=str(tmp_path / "no-mirror")))
+                  primary_db=Database(host="10.0.10.2", address="127.0.0.1", port=_free_port(),
+                                      name="socialcare", ca_file=ca),
+                  mirror_db=Database(host="10.0.40.2", address="127.0.0.1", port=_free_port(),
+                                     name="socialcare", ca_file=ca))
 
 
 def test_the_lab_inventory_yields_one_collector_for_the_mirrored_system(tmp_path: Path) -> None:
@@ -48,6 +57,11 @@ def test_an_unreachable_primary_is_an_error_for_every_level_a_database_control(t
     assert len(controls) >= 5
     findings = evaluate(controls, evidence, [], AT)
     assert findings and {f.status for f in findings} == {Status.ERROR}
+
+
+def test_a_database_without_a_ca_is_never_asked_without_tls_verification(tmp_path: Path) -> None:
+    (ev,) = run_collectors([ReplicationCollector(_system(tmp_path, ca_file=None))], clock=lambda: AT)
+    assert ev.error is not None and "no ca_file" in ev.error and "verify-full" in ev.error
 
 
 # -- the heartbeat --------------------------------------------------------------------------------
