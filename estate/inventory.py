@@ -131,9 +131,12 @@ class Database(_Strict):
     ``host`` is the cluster's address on the data network, where the mirror replicates from.
     Skydd's collector connects over TCP to ``address`` (default ``host``) with TLS
     ``verify-full`` against ``ca_file``, as ``user`` (a ``pg_monitor`` role, never a superuser)
-    with ``password``. ``data_dir`` and ``namespace`` tell the ``pg_mirror`` role where the
-    cluster lives; ``replication_*`` are the primary's side of the replication to the mirror;
-    ``tls_cert`` and ``tls_key`` are this cluster's own server certificate and key.
+    with ``password``. ``connection`` reaches the machine that runs the cluster, where the
+    ``pg_mirror`` role works (as the ``postgres`` OS user through its local socket, the way
+    Debian's PostgreSQL is administered); ``data_dir`` and ``log_file`` are paths on that
+    machine. ``replication_*`` are the primary's side of the replication to the mirror;
+    ``tls_cert`` and ``tls_key`` (files on the controller, installed by ``pg_mirror``) are this
+    cluster's own server certificate and key.
     """
 
     host: str
@@ -142,8 +145,7 @@ class Database(_Strict):
     name: str
     user: str = "skydd"
     password: SecretRef | None = None
-    namespace: str | None = None
-    socket_dir: str | None = None
+    connection: Connection | None = None
     data_dir: str | None = None
     log_file: str | None = None
     replication_user: str = Field(default="replicator", pattern=r"^[a-z_][a-z0-9_]{0,62}$")

@@ -2,7 +2,9 @@
 
 Every object Skydd can harden becomes one Ansible host, named by its id, in a group per object
 type (``firewalls``, ``hypervisors``, ``systems``, ``identity_providers``, ``training_stores``,
-``key_stores``) and in ``site_<id>`` and ``municipality_<id>`` groups; the controller itself is
+``key_stores``) and in ``site_<id>`` and ``municipality_<id>`` groups; the machine of each
+system's database with a ``connection`` is host ``<system>-primary-db`` / ``<system>-mirror-db``
+in group ``databases`` (reached by delegation from the system's host); the controller itself is
 host ``localhost`` in group ``controller`` (a group named like a host makes Ansible warn and
 makes the pattern ambiguous). Each host carries its inventory fields as host variables
 prefixed ``skydd_``; secrets stay references (``env:NAME`` / ``file:PATH``) that roles resolve
@@ -139,7 +141,7 @@ def build(inventory: Inventory, *, run_dir: Path, python: str | None = None,
     hosts: dict[str, dict[str, Any]] = {}
     owner: dict[str, str] = {}
     groups: dict[str, set[str]] = {g: set() for g, _ in OBJECT_GROUPS.values()}
-    groups.update({"identity_providers": set(), "training_stores": set()})
+    groups.update({"identity_providers": set(), "training_stores": set(), "databases": set()})
     site_members: dict[str, set[str]] = {s.id: set() for s in inventory.sites}
     muni_members: dict[str, set[str]] = {m.id: set() for m in inventory.municipalities}
     namespaces: set[str] = set()
@@ -185,6 +187,28 @@ def build(inventory: Inventory, *, run_dir: Path, python: str | None = None,
                 sites = [obj.site]
                 muni = getattr(obj, "municipality", None) or municipality_of_site.get(obj.site)
             add(obj.id, f"{fld}[{i}]", group, kind, obj, dict.fromkeys(sites), muni)
+    # The machines that run a system's databases: hosts of their own (group ``databases``,
+    # in no site group), reached only by the ``pg_mirror`` role's delegated tasks; the system
+    # names them in ``skydd_primary_db_server`` / ``skydd_mirror_db_server``.
+    for i, sy in enumerate(inventory.systems):
+        for role in ("primary", "mirror"):
+            db = getattr(sy, f"{role}_db")
+            if db is None or db.connection is None:
+                continue
+            name = f"{sy.id}-{role}-db"
+            where = f"systems[{i}].{role}_db"
+            if name == LOCALHOST or name in hosts:
+                raise InputError(f"inventory: {where}: its server's host name {name!r} is also "
+                                 f"used by {owner.get(name, 'the controller')}; rename one")
+            owner[name] = where
+            hv = {"skydd_type": "database_server", "skydd_system": sy.id, "skydd_role": role}
+            if db.connection.type == "ssh":
+                hv.update(ssh_hostvars(name, db.connection, run_dir.resolve(), key_files))
+            else:
+                hv.update({"ansible_connection": "local", "ansible_python_interpreter": python})
+            hosts[name] = hv
+            groups["databases"].add(name)
+            hosts[sy.id][f"skydd_{role}_db_server"] = name
     if inventory.identity_provider is not None:
         idp = inventory.identity_provider
         add(idp.id, "identity_provider", "identity_providers", "identity_provider", idp, (), None)

@@ -2,12 +2,14 @@
 the care records, and an empty cluster at the fourth site (``site4``); no replication as found.
 
 Each cluster is Debian's PostgreSQL, initialised and run as the ``postgres`` user (``initdb``
-refuses root) inside its network namespace, listening on its lab address and on a unix socket
-under ``$SKYDD_HOME/lab/postgres/<role>/run``. Skydd (the collector, the ``pg_mirror`` role)
-connects over that socket from the root namespace with peer authentication (root may act as
-``postgres`` or the monitoring role ``skydd``); replication itself can only go through the lab
-network dc → core → site4. The replication password and a lab CA with the primary's server
-certificate are generated for the ``pg_mirror`` role; ``down`` stops both clusters by PID.
+refuses root) on the machine its inventory ``connection`` names (the dc and site4 hosts): in that
+host's network and mount namespaces (``ssh.on_machine``), listening on every address of the
+machine with TLS and on the machine's own ``/run/postgresql``. Skydd's collector connects over
+TCP to the management address with TLS verify-full as the monitoring role ``skydd``; the
+``pg_mirror`` role works on the machines over SSH; replication itself can only go through the
+lab network dc → core → site4. The lab tests reach a cluster as ``postgres`` over its socket
+(``socket_dir``, peer authentication for root). The passwords, a lab CA and each cluster's server
+certificate are generated here; ``down`` stops both clusters by PID.
 """
 
 from __future__ import annotations
@@ -30,8 +32,9 @@ from typing import Any
 from estate.inventory import Database, Inventory
 
 from .errors import LabError
-from .management import managed_hosts
+from .management import ManagedHost, managed_hosts
 from .service import LabService, Progress
+from .ssh import MACHINE_PG_RUN, machine_socket_dir, on_machine
 
 MONITOR_ROLE = "skydd"
 PG_HBA = """\
@@ -71,6 +74,7 @@ class Cluster:
     system: str
     role: str  # primary | mirror
     db: Database
+    machine: ManagedHost  # the lab host its connection reaches
 
     @property
     def data(self) -> Path:
@@ -92,11 +96,9 @@ def pg_bin() -> Path:
     return Path(found[-1]).parent
 
 
-def _as_postgres(*cmd: str, namespace: str | None = None, timeout: float = 120,
+def _as_postgres(*cmd: str, machine: list[str] | None = None, timeout: float = 120,
                  check: bool = True) -> subprocess.CompletedProcess[str]:
-    full = ["runuser", "-u", "postgres", "--", *cmd]
-    if namespace:
-        full = ["ip", "netns", "exec", namespace, *full]
+    full = [*(machine or []), "runuser", "-u", "postgres", "--", *cmd]
     proc = subprocess.run(full, capture_output=True, text=True, timeout=timeout, check=False)
     if check and proc.returncode != 0:
         raise LabError(f"{Path(cmd[0]).name}: {(proc.stderr or proc.stdout).strip()[-400:]}")
@@ -109,13 +111,15 @@ class Service(LabService):
     # -- the plan ------------------------------------------------------------------------------
 
     def clusters(self, inv: Inventory) -> list[Cluster]:
-        """Every lab cluster: systems whose databases have a namespace and a data dir here."""
+        """Every lab cluster: systems whose databases have a data dir here and a connection to
+        a machine the lab plays."""
+        machines = {h.address: h for h in managed_hosts(inv)}
         out = []
         for sy in inv.systems:
             for role, db in (("primary", sy.primary_db), ("mirror", sy.mirror_db)):
-                if db is not None and db.namespace and db.data_dir and \
-                        self.state_dir in Path(db.data_dir).parents:
-                    out.append(Cluster(sy.id, role, db))
+                if db is not None and db.connection is not None and db.data_dir and \
+                        db.connection.address in machines and self.state_dir in Path(db.data_dir).parents:
+                    out.append(Cluster(sy.id, role, db, machines[db.connection.address]))
         return out
 
     # -- up --------------------------------------------------------------------------------------
@@ -131,9 +135,10 @@ class Service(LabService):
         inv = self._inventory()
         clusters = self.clusters(inv)
         if not clusters:
-            raise LabError(f"the lab inventory names no database with a namespace and a data dir "
-                           f"under {self.state_dir}")
-        missing = [c.db.namespace for c in clusters if not Path(f"/run/netns/{c.db.namespace}").exists()]
+            raise LabError(f"the lab inventory names no database with a connection to a lab host "
+                           f"and a data dir under {self.state_dir}")
+        missing = [c.machine.namespace for c in clusters
+                   if not Path(f"/run/netns/{c.machine.namespace}").exists()]
         if missing:
             raise LabError(f"namespace {', '.join(sorted(set(map(str, missing))))} is missing: start the "
                            "network first (skydd lab up --only network,postgres)")
@@ -150,9 +155,9 @@ class Service(LabService):
             for c in clusters:
                 self._init(c, bin_dir, pg, gateways.get(c.db.address or ""))
                 self._start(c, bin_dir)
-                progress(f"{c.system} {c.role}: PostgreSQL in {c.db.namespace} on "
-                         f"{c.db.host}:{c.db.port}, {c.db.address}:{c.db.port} (TLS) and "
-                         f"{c.db.socket_dir}")
+                progress(f"{c.system} {c.role}: PostgreSQL on {c.machine.name} "
+                         f"({c.machine.namespace}) at {c.db.host}:{c.db.port} and "
+                         f"{c.db.address}:{c.db.port}, TLS")
             for c in clusters:
                 self._seed(c, bin_dir)
             self._write_state({"granted": granted, "clusters": [
@@ -180,10 +185,9 @@ class Service(LabService):
 
     def _init(self, c: Cluster, bin_dir: Path, pg: pwd.struct_passwd, gateway: str | None) -> None:
         home = c.data.parent
-        for d in (home, Path(c.db.socket_dir or home / "run")):
-            d.mkdir(parents=True, exist_ok=True, mode=0o700)
-            os.chown(d, pg.pw_uid, pg.pw_gid)
-            os.chmod(d, 0o700)
+        home.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chown(home, pg.pw_uid, pg.pw_gid)
+        os.chmod(home, 0o700)
         _as_postgres(str(bin_dir / "initdb"), "-D", str(c.data), "-U", "postgres", "-E", "UTF8",
                      "--locale=C.UTF-8", "--auth-local=peer", "--auth-host=scram-sha-256", "--no-sync")
         hba = PG_HBA + (f"hostssl all          all   {gateway}/32 scram-sha-256\n" if gateway else "")
@@ -201,24 +205,25 @@ class Service(LabService):
         with (c.data / "postgresql.conf").open("a") as conf:
             conf.write("\n# The lab's instance settings (skydd lab up)\n"
                        f"listen_addresses = '*'\nport = {c.db.port}\n"
-                       f"unix_socket_directories = '{c.db.socket_dir or home / 'run'}'\n"
+                       f"unix_socket_directories = '{MACHINE_PG_RUN}'\n"
                        f"{tls}fsync = off\nsynchronous_commit = local\n")
 
     def _start(self, c: Cluster, bin_dir: Path) -> None:
         _as_postgres(str(bin_dir / "pg_ctl"), "-D", str(c.data), "-l", str(c.log), "-w", "-t", "60",
-                     "start", namespace=c.db.namespace)
+                     "start", machine=on_machine(self.home, c.machine))
 
     def _seed(self, c: Cluster, bin_dir: Path) -> None:
-        psql = [str(bin_dir / "psql"), "-h", str(c.db.socket_dir), "-p", str(c.db.port), "-U",
+        psql = [str(bin_dir / "psql"), "-h", MACHINE_PG_RUN, "-p", str(c.db.port), "-U",
                 "postgres", "-v", "ON_ERROR_STOP=1", "-qX"]
+        machine = on_machine(self.home, c.machine)
         password = ""
         if c.db.password and c.db.password.startswith("file:"):
             password = f" PASSWORD '{Path(c.db.password[5:]).read_text().strip()}'"
         _as_postgres(*psql, "-d", "postgres", "-c",
-                     f"CREATE ROLE {MONITOR_ROLE} LOGIN{password} IN ROLE pg_monitor")
+                     f"CREATE ROLE {MONITOR_ROLE} LOGIN{password} IN ROLE pg_monitor", machine=machine)
         if c.role == "primary":
-            _as_postgres(*psql, "-d", "postgres", "-c", f'CREATE DATABASE "{c.db.name}"')
-            _as_postgres(*psql, "-d", c.db.name, "-c", SEED)
+            _as_postgres(*psql, "-d", "postgres", "-c", f'CREATE DATABASE "{c.db.name}"', machine=machine)
+            _as_postgres(*psql, "-d", c.db.name, "-c", SEED, machine=machine)
 
     # -- down ------------------------------------------------------------------------------------
 
@@ -288,7 +293,8 @@ class Service(LabService):
                 pass
             dbs[f"{c.system}-{c.role}"] = {
                 "state": "up" if running else "down", "host": c.db.host, "port": c.db.port,
-                "socket_dir": c.db.socket_dir, "namespace": c.db.namespace, "database": c.db.name}
+                "address": c.db.address, "socket_dir": str(machine_socket_dir(self.home, c.machine)),
+                "namespace": c.machine.namespace, "database": c.db.name}
         up = bool(dbs) and all(d["state"] == "up" for d in dbs.values()) and \
             (self.state_dir / "state.json").exists()
         primary = next((d for k, d in dbs.items() if k.endswith("-primary")), None)
@@ -296,6 +302,26 @@ class Service(LabService):
                 "endpoint": f"postgresql://{primary['host']}:{primary['port']}/{primary['database']}"
                 if primary else None,
                 "databases": dbs}
+
+
+def cluster_of(home: Path, inv: Inventory, db: Database) -> Cluster:
+    """The lab cluster behind one of the inventory's databases (for the lab tests: its
+    ``socket_dir`` and ``on_machine``)."""
+    svc = Service(home)
+    found = next((c for c in svc.clusters(inv) if c.db == db), None)
+    if found is None:
+        raise LabError(f"the database at {db.host} is no lab cluster")
+    return found
+
+
+def socket_dir(home: Path, inv: Inventory, db: Database) -> Path:
+    """The folder holding the cluster's local socket, seen from the root namespace."""
+    return machine_socket_dir(home, cluster_of(home, inv, db).machine)
+
+
+def machine_of(home: Path, inv: Inventory, db: Database) -> list[str]:
+    """The command prefix that runs a program on the cluster's machine."""
+    return on_machine(home, cluster_of(home, inv, db).machine)
 
 
 def _is_postmaster(pid: int, data: Path) -> bool:

@@ -7,7 +7,14 @@ Files (``$SKYDD_HOME/lab/ssh/``):
   across ``lab down`` (a new one only when it is missing);
 * ``known_hosts``: one pinned line per host address (``<address> ssh-ed25519 AAAA…``);
 * ``<namespace>/``: the host's ``sshd_config``, host key, ``authorized_keys`` (the controller's
-  public key), ``sshd.pid`` and ``sshd.log``.
+  public key), ``sshd.pid`` and ``sshd.log``, and ``run-postgresql/``: the machine's own
+  ``/run/postgresql``.
+
+Each sshd runs in a mount namespace of its own (``ip netns exec`` makes one) where
+``/run/postgresql``, Debian's folder for PostgreSQL's local socket, is that host's
+``run-postgresql/``: the lab's machines share one file system, and a server started on the
+machine (``on_machine``, or over SSH by the ``pg_mirror`` role) finds its own socket where Debian
+puts it. From the root namespace the socket is in ``machine_socket_dir``.
 
 ``stop`` ends every sshd the lab started (by its pid file, after checking the process is that
 sshd) and removes the host folders and ``known_hosts``. ``stop_host`` and ``restart_host`` stop
@@ -142,11 +149,42 @@ def start(home: Path, hosts: list[ManagedHost], timeout: float = 15) -> dict[str
     return pinned
 
 
+MACHINE_PG_RUN = "/run/postgresql"  # Debian's socket folder, as each machine sees it
+
+
+def machine_socket_dir(home: Path, host: ManagedHost) -> Path:
+    """Where the machine's ``/run/postgresql`` is, seen from the root namespace."""
+    return host_dir(home, host) / "run-postgresql"
+
+
 def _launch(home: Path, host: ManagedHost) -> None:
-    """Start the host's sshd in its namespace from the files in its folder (it daemonises)."""
+    """Start the host's sshd in its namespace, with the machine's own ``/run/postgresql``
+    mounted in its mount namespace, from the files in its folder (it daemonises)."""
+    import pwd
+
     folder = host_dir(home, host)
-    run("ip", "netns", "exec", host.namespace, SSHD, "-f", str(folder / "sshd_config"),
-        "-E", str(folder / "sshd.log"))
+    run_pg = machine_socket_dir(home, host)
+    run_pg.mkdir(mode=0o2775, exist_ok=True)
+    try:
+        pg = pwd.getpwnam("postgres")
+        os.chown(run_pg, pg.pw_uid, pg.pw_gid)
+    except KeyError:
+        pass  # no PostgreSQL on this machine: the folder stays root's
+    os.chmod(run_pg, 0o2775)
+    Path(MACHINE_PG_RUN).mkdir(mode=0o2775, exist_ok=True)
+    run("ip", "netns", "exec", host.namespace, "sh", "-ec",
+        'mount --bind "$1" "$2"; shift 2; exec "$@"', "sh", str(run_pg), MACHINE_PG_RUN,
+        SSHD, "-f", str(folder / "sshd_config"), "-E", str(folder / "sshd.log"))
+
+
+def on_machine(home: Path, host: ManagedHost) -> list[str]:
+    """The command prefix that runs a program on the machine ``host`` plays: in the network
+    and mount namespaces of its sshd (so with its own ``/run/postgresql``), as a session over
+    SSH would."""
+    pid = _pid(host_dir(home, host))
+    if pid is None:
+        raise LabError(f"sshd of {host.name} is not running: start the lab network first")
+    return ["nsenter", "-t", str(pid), "-m", "-n", "--"]
 
 
 def _wait_started(home: Path, hosts: list[ManagedHost], timeout: float) -> None:

@@ -26,6 +26,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -250,17 +251,33 @@ REPLICATION_CONTROLS = tuple(c.id for c in load_catalog().controls if c.level.va
                              and c.applies_to.evidence == "postgres.replication")
 
 
-def socialcare_dbs(home: Path) -> tuple[Any, Any]:
+@dataclass(frozen=True)
+class LabDb:
+    """A lab cluster as the fault tests reach it: the inventory's database (its fields read
+    through), the folder of its local socket and the prefix that runs a program on its machine."""
+
+    db: Any
+    socket: Path
+    machine: list[str]
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.db, name)
+
+
+def socialcare_dbs(home: Path) -> tuple[LabDb, LabDb]:
     from estate.loader import load_inventory
     from skydd.lab import LAB_INVENTORY
+    from skydd.lab.postgres import machine_of, socket_dir
 
     inv, _ = load_inventory(LAB_INVENTORY, home=home)
     system = next(s for s in inv.systems if s.id == "socialcare")
-    return system.primary_db, system.mirror_db
+    primary, mirror = (LabDb(db, socket_dir(home, inv, db), machine_of(home, inv, db))
+                       for db in (system.primary_db, system.mirror_db))
+    return primary, mirror
 
 
-def pg(db: Any, dbname: str | None = None) -> Any:
-    return psycopg.connect(host=db.socket_dir, port=db.port, dbname=dbname or db.name,
+def pg(db: LabDb, dbname: str | None = None) -> Any:
+    return psycopg.connect(host=str(db.socket), port=db.port, dbname=dbname or db.name,
                            user="postgres", autocommit=True, connect_timeout=5)
 
 
@@ -285,8 +302,8 @@ def cluster_processes(postmaster: int) -> list[int]:
     return out
 
 
-def as_postgres(namespace: str, *cmd: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["ip", "netns", "exec", namespace, "runuser", "-u", "postgres", "--", *cmd],
+def as_postgres(db: LabDb, *cmd: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*db.machine, "runuser", "-u", "postgres", "--", *cmd],
                           capture_output=True, text=True, timeout=120)
 
 
@@ -316,18 +333,18 @@ def mirror_streams(lab_home: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     return found
 
 
-def start_cluster(db: Any) -> None:
+def start_cluster(db: LabDb) -> None:
     from skydd.lab.postgres import pg_bin
 
-    started = as_postgres(db.namespace, str(pg_bin() / "pg_ctl"), "-D", db.data_dir, "-l",
+    started = as_postgres(db, str(pg_bin() / "pg_ctl"), "-D", db.data_dir, "-l",
                           db.log_file, "-w", "-t", "60", "start")
     assert started.returncode == 0, started.stdout[-500:] + started.stderr[-500:]
 
 
-def stop_cluster(db: Any) -> None:
+def stop_cluster(db: LabDb) -> None:
     from skydd.lab.postgres import pg_bin
 
-    stopped = as_postgres(db.namespace, str(pg_bin() / "pg_ctl"), "-D", db.data_dir,
+    stopped = as_postgres(db, str(pg_bin() / "pg_ctl"), "-D", db.data_dir,
                           "-m", "fast", "-w", "-t", "60", "stop")
     assert stopped.returncode == 0, stopped.stderr[-500:]
 

@@ -24,7 +24,7 @@ import pytest
 from estate.loader import load_inventory
 from policies import load_catalog
 from skydd.lab import LAB_INVENTORY
-from skydd.lab.postgres import grant_traverse
+from skydd.lab.postgres import grant_traverse, socket_dir
 from tests.lab.conftest import ensure_lab
 
 SKYDD = str(Path(sys.executable).parent / "skydd")
@@ -76,8 +76,8 @@ def _primary(home: Path, which: str = "primary_db") -> psycopg.Connection:
     inv, _ = load_inventory(LAB_INVENTORY, home=home)
     db = getattr(next(s for s in inv.systems if s.id == "socialcare"), which)
     assert db is not None
-    return psycopg.connect(host=db.socket_dir, port=db.port, dbname=db.name, user="postgres",
-                           autocommit=True)
+    return psycopg.connect(host=str(socket_dir(home, inv, db)), port=db.port, dbname=db.name,
+                           user="postgres", autocommit=True)
 
 
 def test_level_a_fails_as_found_then_apply_and_attestations_pass(mirror_lab: Path, tmp_path: Path) -> None:

@@ -48,13 +48,8 @@ _SERIES = "policies/catalog/b/b.firewalls-in-series/fixtures/"
 
 # Known and being removed this session: path -> (terms, owner). Delete the entry when done.
 PENDING: dict[str, tuple[frozenset[str], str]] = {
-    # H-postgres: Database.namespace/socket_dir leave the model, pg_mirror configures the
-    # servers over SSH.
-    "playbooks/roles/pg_mirror/tasks/main.yml": (
-        frozenset({"netns", "namespace", "unix socket"}), "H-postgres"),
-    "playbooks/roles/pg_mirror/handlers/main.yml": (frozenset({"unix socket"}), "H-postgres"),
-    # estate/inventory.py: Database (H-postgres) and Site/Segment/Firewall (H-traffic) fields.
-    "estate/inventory.py": (frozenset({"namespace", "unix socket"}), "H-postgres, H-traffic"),
+    # estate/inventory.py: Site/Segment/Firewall ``namespace`` fields (H-traffic).
+    "estate/inventory.py": (frozenset({"namespace"}), "H-traffic"),
     # H-traffic: the collectors still enter namespaces with ``ip netns exec`` and the Ansible
     # inventory still wraps namespace hosts in a local connection.
     "audit/collectors/traffic.py": (frozenset({"netns", "namespace"}), "H-traffic"),

@@ -33,8 +33,10 @@ def test_the_lab_inventory_names_a_primary_in_dc_and_a_mirror_in_site4(tmp_path:
     inv, _ = load_inventory(LAB_INVENTORY, home=tmp_path)
     found = {(c.system, c.role): c for c in svc.clusters(inv)}
     assert set(found) == {("socialcare", "primary"), ("socialcare", "mirror")}
-    assert found["socialcare", "primary"].db.namespace == "skydd-dc"
-    assert found["socialcare", "mirror"].db.namespace == "skydd-s4"
+    # each on the machine its connection reaches: the dc host and the site4 host
+    assert found["socialcare", "primary"].machine.namespace == "skydd-dc"
+    assert found["socialcare", "mirror"].machine.namespace == "skydd-s4"
+    assert found["socialcare", "primary"].machine.address == found["socialcare", "primary"].db.address
     for c in found.values():  # the state lives under $SKYDD_HOME/lab/postgres
         assert svc.state_dir in c.data.parents
 

@@ -360,3 +360,37 @@ def test_ansible_cfg_pipelines_ssh() -> None:
     cfg.read(PLAYBOOKS_DIR / "ansible.cfg")
     assert cfg.getboolean("ssh_connection", "pipelining")
     assert cfg.getint("defaults", "forks") >= 10
+
+
+def test_database_machines_are_ssh_hosts_the_system_names_for_pg_mirror(inv, tmp_path: Path) -> None:
+    from estate.inventory import Connection, Database
+
+    system = inv.systems[0].model_copy(update={
+        "primary_db": Database(host="10.0.10.2", name="socialcare", connection=Connection(**SSH_CONN)),
+        "mirror_db": Database(host="10.0.40.2", name="socialcare",
+                              connection=Connection(**{**SSH_CONN, "address": "10.0.9.40"})),
+    })
+    built = ai.build(inv.model_copy(update={"systems": [system]}), run_dir=tmp_path / "run")
+    hosts = built.hosts()
+    assert built.group("databases") == {"socialcare-primary-db", "socialcare-mirror-db"}
+    assert (hosts["socialcare"]["skydd_primary_db_server"], hosts["socialcare"]["skydd_mirror_db_server"]) \
+        == ("socialcare-primary-db", "socialcare-mirror-db")
+    mirror = hosts["socialcare-mirror-db"]
+    assert (mirror["ansible_connection"], mirror["ansible_host"]) == ("ssh", "10.0.9.40")
+    assert "StrictHostKeyChecking=yes" in mirror["ansible_ssh_common_args"]
+    # reached only by delegation: in no site group, so --site limits never select them
+    assert not any("socialcare-mirror-db" in built.group(ai.site_group(s.id)) for s in inv.sites)
+    # a database without a connection has no machine host, and pg_mirror's preflight says so
+    bare = system.model_copy(update={"mirror_db": Database(host="10.0.40.2", name="socialcare")})
+    hosts = ai.build(inv.model_copy(update={"systems": [bare]}), run_dir=tmp_path / "run").hosts()
+    assert "socialcare-mirror-db" not in hosts and "skydd_mirror_db_server" not in hosts["socialcare"]
+
+
+def test_a_database_machine_named_like_another_host_is_refused(inv, tmp_path: Path) -> None:
+    from estate.inventory import Connection, Database
+
+    system = inv.systems[0].model_copy(update={
+        "primary_db": Database(host="10.0.10.2", name="socialcare", connection=Connection(**SSH_CONN))})
+    clash = inv.key_stores[0].model_copy(update={"id": "socialcare-primary-db"})
+    with pytest.raises(InputError, match="socialcare-primary-db"):
+        ai.build(inv.model_copy(update={"systems": [system], "key_stores": [clash]}), run_dir=tmp_path / "run")
