@@ -281,7 +281,7 @@ def path_two_firewalls(data: Any, params: Mapping[str, Any], at: datetime) -> Ou
         raise EvidenceMissing("the route to the classified segment could not be traced")
     fws = [h for h in hops if h.get("firewall")]
     order = [h["position"] for h in fws]
-    names = " → ".join(h["namespace"] for h in hops)
+    names = " → ".join(str(h.get("host") or h.get("address")) for h in hops)
     if order != [1, 2]:
         return Outcome(False, f"path {names} crosses firewalls at positions {order}, expected [1, 2]",
                        {"hops": names})

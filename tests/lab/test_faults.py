@@ -19,6 +19,7 @@ outside ``/tmp/pytest-of-root`` (``SKYDD_LAB_HOME``) keeps their cleanup away fr
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -130,9 +131,11 @@ def lab_plan(home: Path) -> dict[str, Any]:
 
 def reaches(namespace: str, host: str, port: int) -> bool:
     """Real packets from ``namespace``: True when the connection completed or was refused."""
-    from audit.collectors.traffic import probe
+    from audit.collectors.traffic import _PROBE, BLOCK_TIMEOUT
 
-    return bool(probe(namespace, host, port)["reached"])
+    done = subprocess.run(["ip", "netns", "exec", namespace, sys.executable, "-c", _PROBE, host,
+                           str(port), str(BLOCK_TIMEOUT), ""], capture_output=True, text=True, timeout=30)
+    return bool(json.loads(done.stdout)["reached"])
 
 
 def restart_suricata(namespace: str, argvs: list[list[str]]) -> None:

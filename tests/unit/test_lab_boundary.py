@@ -44,26 +44,17 @@ ALLOWED_TEXT = {
 # The ``skydd lab`` command group: the shell's entry into the lab (see the module docstring).
 ALLOWED_IMPORTS = {"skydd/commands/lab.py"}
 
-_SERIES = "policies/catalog/b/b.firewalls-in-series/fixtures/"
-
 # Known and being removed this session: path -> (terms, owner). Delete the entry when done.
 PENDING: dict[str, tuple[frozenset[str], str]] = {
     # estate/inventory.py: Site/Segment/Firewall ``namespace`` fields (H-traffic).
     "estate/inventory.py": (frozenset({"namespace"}), "H-traffic"),
     # H-traffic: the collectors still enter namespaces with ``ip netns exec`` and the Ansible
     # inventory still wraps namespace hosts in a local connection.
-    "audit/collectors/traffic.py": (frozenset({"netns", "namespace"}), "H-traffic"),
     "audit/collectors/nftables.py": (frozenset({"netns", "namespace"}), "H-traffic"),
     "audit/collectors/suricata.py": (frozenset({"netns", "namespace"}), "H-traffic"),
     "estate/network_plan.py": (frozenset({"namespace"}), "H-traffic"),
-    "policies/named/level_b.py": (frozenset({"namespace"}), "H-traffic (traffic hops by id)"),
     "skydd/ansible_inventory.py": (frozenset({"netns", "namespace"}), "H-traffic"),
     "skydd/commands/inventory.py": (frozenset({"namespace"}), "H-traffic"),
-    # H-traffic: the traffic evidence names hops by namespace (becomes host id + address).
-    _SERIES + "as-found-forwarding-everything.fail.yaml": (frozenset({"namespace"}), "H-traffic"),
-    _SERIES + "bypassing-fw1.fail.yaml": (frozenset({"namespace"}), "H-traffic"),
-    _SERIES + "no-route.error.yaml": (frozenset({"namespace"}), "H-traffic"),
-    _SERIES + "torsby.pass.yaml": (frozenset({"namespace"}), "H-traffic"),
 }
 
 
