@@ -55,7 +55,6 @@ class Segment(_Strict):
     network: str  # CIDR, e.g. 10.1.1.0/24
     host: str  # the address of the segment's (probe or service) host
     gateway: str  # the next hop out of the segment
-    namespace: str | None = None  # lab network namespace holding the host
     classified: bool = False
     connection: Connection | None = None
 
@@ -64,7 +63,6 @@ class Site(_Strict):
     id: str = Field(pattern=_ID)
     name: str
     municipality: str | None = None  # None: the joint fourth site
-    namespace: str | None = None  # lab network namespace, when the site is in the lab
     segments: list[Segment] = []
 
 
@@ -83,12 +81,13 @@ class Firewall(_Strict):
     position: int = Field(ge=1, le=2)  # 1 faces the LAN, 2 faces the core
     ips: bool = False
     fail_mode: Literal["open", "closed"] = "closed"
-    namespace: str | None = None
     management_network: str | None = None
     inside: Link | None = None  # towards the LAN
     outside: Link | None = None  # towards the core
     state_dir: str | None = None  # where the firewall keeps its rule files (IPS config, rules)
-    connection: Connection | None = None  # absent: the lab's namespace path (until the cut-over)
+    # How Skydd reaches it: ssh, or local when the firewall is this machine. Without one it
+    # cannot be audited (its findings are errors) nor hardened (apply refuses the inventory).
+    connection: Connection | None = None
 
 
 class Flow(_Strict):

@@ -95,7 +95,6 @@ def firewall_plan(inv: Inventory, fw: Firewall) -> dict[str, Any]:
         "table": f"skydd_fw{fw.position}",
         "ips": fw.ips,
         "fail_mode": fw.fail_mode,
-        "namespace": fw.namespace,
         "management_network": fw.management_network,
         "management_ports": list(MANAGEMENT_PORTS),
         "inside": fw.inside.model_dump() if fw.inside else None,

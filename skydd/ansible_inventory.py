@@ -15,19 +15,17 @@ become and the private key from the inventory, strict host key checking against 
 connection's known_hosts only (never adding a key), multiplexed (ControlMaster/ControlPersist)
 and pipelined (``ansible.cfg``). A ``file:`` key is used where it lies; an ``env:`` key is
 written to a 0600 file in the run folder by ``write`` and removed by ``remove_key_files``.
-Objects with a ``namespace`` field and no connection live in a lab network namespace: they run
-with the local connection and an interpreter wrapper that enters the namespace
-(``ip netns exec``). Everything else (and a ``local`` connection) runs with the local connection
-and the Python that runs Skydd.
+Everything else (and a ``local`` connection) runs with the local connection and the Python that
+runs Skydd. A firewall without a connection is refused: its roles would otherwise harden the
+controller's own firewall.
 
-``build`` is pure (a dict); ``write`` puts the inventory and the wrappers in a run folder.
+``build`` is pure (a dict); ``write`` puts the inventory (and env: keys) in a run folder.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import re
 import shlex
 import sys
 from collections.abc import Iterable
@@ -48,17 +46,14 @@ OBJECT_GROUPS: dict[str, tuple[str, str]] = {
 }
 LOCALHOST = "localhost"
 CONTROLLER = "controller"
-NAMESPACE_PYTHON = "/usr/bin/python3"
 REMOTE_PYTHON = "/usr/bin/python3"  # Debian's; no discovery round trip, no PATH surprises
-_NAMESPACE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
 @dataclass(frozen=True)
 class AnsibleInventory:
-    """An Ansible YAML/JSON inventory (``data``) and the namespaces whose wrappers it needs."""
+    """An Ansible YAML/JSON inventory (``data``) and the env: keys ``write`` puts in the run."""
 
     data: dict[str, Any]
-    namespaces: frozenset[str] = field(default_factory=frozenset)
     # key file path -> ``env:NAME`` reference, written by ``write``
     key_files: dict[str, str] = field(default_factory=dict)
 
@@ -100,10 +95,6 @@ def _group_safe(ident: str) -> str:
     return ident.replace("-", "_")
 
 
-def wrapper_name(namespace: str) -> str:
-    return f"python-netns-{namespace}"
-
-
 KEYS_DIR = "keys"
 
 
@@ -134,9 +125,8 @@ def ssh_hostvars(name: str, conn: Any, run_dir: Path, key_files: dict[str, str])
 
 def build(inventory: Inventory, *, run_dir: Path, python: str | None = None,
           home: Path | None = None) -> AnsibleInventory:
-    """The Ansible inventory of ``inventory``; namespace wrappers are named under ``run_dir/bin``."""
+    """The Ansible inventory of ``inventory``; env: keys are named under ``run_dir/keys``."""
     python = python or sys.executable
-    bin_dir = run_dir.resolve() / "bin"
     municipality_of_site = {s.id: s.municipality for s in inventory.sites}
     hosts: dict[str, dict[str, Any]] = {}
     owner: dict[str, str] = {}
@@ -144,7 +134,6 @@ def build(inventory: Inventory, *, run_dir: Path, python: str | None = None,
     groups.update({"identity_providers": set(), "training_stores": set(), "databases": set()})
     site_members: dict[str, set[str]] = {s.id: set() for s in inventory.sites}
     muni_members: dict[str, set[str]] = {m.id: set() for m in inventory.municipalities}
-    namespaces: set[str] = set()
     key_files: dict[str, str] = {}
 
     def add(name: str, where: str, group: str, kind: str, obj: Any,
@@ -158,16 +147,11 @@ def build(inventory: Inventory, *, run_dir: Path, python: str | None = None,
         for key, value in obj.model_dump(mode="json").items():
             hv[f"skydd_{key}"] = value
         conn = getattr(obj, "connection", None)
-        # A connection (ssh, or local: the controller itself) replaces the lab's namespace path.
-        namespace = getattr(obj, "namespace", None) if conn is None else None
+        if conn is None and kind == "firewall":
+            raise InputError(f"inventory: {where}: firewall {name!r} has no connection; give it "
+                             "an ssh connection (or type local when it is this machine)")
         if conn is not None and conn.type == "ssh":
             hv.update(ssh_hostvars(name, conn, run_dir.resolve(), key_files))
-        elif namespace:
-            if not _NAMESPACE.match(namespace):
-                raise InputError(f"inventory: {where}: namespace {namespace!r} is not a valid "
-                                 "network namespace name")
-            namespaces.add(namespace)
-            hv["ansible_python_interpreter"] = str(bin_dir / wrapper_name(namespace))
         else:
             hv["ansible_python_interpreter"] = python
         hv.setdefault("ansible_connection", "local")
@@ -234,8 +218,7 @@ def build(inventory: Inventory, *, run_dir: Path, python: str | None = None,
         children[site_group(s)] = {"hosts": {h: {} for h in sorted(members)}}
     for m, members in sorted(muni_members.items()):
         children[municipality_group(m)] = {"hosts": {h: {} for h in sorted(members)}}
-    return AnsibleInventory({"all": {"vars": top_vars, "children": children}},
-                            frozenset(namespaces), key_files)
+    return AnsibleInventory({"all": {"vars": top_vars, "children": children}}, key_files)
 
 
 def limit_for(site: str | None) -> str | None:
@@ -243,22 +226,10 @@ def limit_for(site: str | None) -> str | None:
     return site_group(site) if site else None
 
 
-def wrapper_script(namespace: str, python: str = NAMESPACE_PYTHON) -> str:
-    """A shell script that runs the system Python inside a network namespace."""
-    if not _NAMESPACE.match(namespace):
-        raise InputError(f"namespace {namespace!r} is not a valid network namespace name")
-    return (f"#!/bin/sh\n# Generated by skydd apply: modules for hosts in namespace {namespace}.\n"
-            f"exec ip netns exec {shlex.quote(namespace)} {shlex.quote(python)} \"$@\"\n")
-
-
 def write(ansible_inventory: AnsibleInventory, run_dir: Path) -> Path:
-    """Write ``inventory/hosts.json`` and the namespace wrappers; returns the inventory path."""
+    """Write ``inventory/hosts.json`` and the env: keys; returns the inventory path."""
     inv_dir = run_dir / "inventory"
-    bin_dir = run_dir / "bin"
     inv_dir.mkdir(mode=0o700, exist_ok=True)
-    bin_dir.mkdir(mode=0o700, exist_ok=True)
-    for ns in sorted(ansible_inventory.namespaces):
-        _write_private(bin_dir / wrapper_name(ns), wrapper_script(ns), 0o700)
     if ansible_inventory.key_files:
         (run_dir / KEYS_DIR).mkdir(mode=0o700, exist_ok=True)
     for key, ref in sorted(ansible_inventory.key_files.items()):

@@ -6,8 +6,8 @@ there) and whether the firewall forwards at all. Judging is the engine's job
 A firewall with an ssh ``connection`` is observed over SSH (``audit.remote``): every such
 firewall at once, at most ``SSH_LIMIT`` connected at a time, one connection each, and a
 firewall that cannot be reached is that firewall's ``error`` (naming it and the cause) while the
-others are collected. A firewall without a connection is observed as before, in its lab
-namespace (until the lab's cut-over to SSH).
+others are collected. A firewall whose connection is ``local`` is this machine, observed with
+the same commands run here; a firewall without a connection is an ``error`` saying so.
 """
 
 from __future__ import annotations
@@ -36,11 +36,11 @@ def _lock_path(key: str) -> Path:
 
 
 @contextlib.contextmanager
-def ns_lock(namespace: str | None) -> Iterator[None]:
+def fw_lock(key: str) -> Iterator[None]:
     """Serialise readers and the traffic probe on one firewall: the probe opens a firewall or
     stops its IPS for a moment, and no collector may observe that moment as the firewall's state.
-    ``flock`` on a file per namespace holds across threads and processes."""
-    with open(_lock_path(namespace or "host"), "a") as f:
+    ``flock`` on a file per firewall holds across threads and processes."""
+    with open(_lock_path(key), "a") as f:
         fcntl.flock(f, fcntl.LOCK_EX)
         try:
             yield
@@ -56,7 +56,7 @@ def firewall_lock_key(firewall_id: str) -> str:
 
 @contextlib.asynccontextmanager
 async def host_lock(key: str) -> AsyncIterator[None]:
-    """``ns_lock`` for the event loop: polls the same ``flock`` so waiting never blocks other
+    """``fw_lock`` for the event loop: polls the same ``flock`` so waiting never blocks other
     hosts and a cancelled wait leaves nothing locked."""
     with open(_lock_path(key), "a") as f:
         while True:
@@ -71,21 +71,13 @@ async def host_lock(key: str) -> AsyncIterator[None]:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def in_namespace(namespace: str | None, *cmd: str) -> list[str]:
-    return ["ip", "netns", "exec", namespace, *cmd] if namespace else list(cmd)
-
-
-def run(namespace: str | None, *cmd: str, timeout: float = 20, check: bool = True
-        ) -> subprocess.CompletedProcess[str]:
-    """Run a command (in a namespace); a missing tool or namespace is a ``CollectorError``."""
+def run(*cmd: str, timeout: float = 20, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """Run a command on this machine; a missing tool is a ``CollectorError``."""
     if shutil.which(cmd[0]) is None:
         raise CollectorError(f"{cmd[0]} is not installed (Debian package: "
                              f"{_PACKAGES.get(cmd[0], cmd[0])}; run 'make deps')")
-    if namespace and not Path(f"/run/netns/{namespace}").exists():
-        raise CollectorError(f"network namespace {namespace} does not exist (is the lab up?)")
     try:
-        proc = subprocess.run(in_namespace(namespace, *cmd), capture_output=True, text=True,
-                              timeout=timeout)
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired as err:
         raise CollectorError(f"{' '.join(cmd)}: no answer within {timeout:g} s") from err
     if check and proc.returncode != 0:
@@ -97,8 +89,8 @@ _PACKAGES = {"nft": "nftables", "iptables-save": "iptables", "suricata": "surica
              "ip": "iproute2"}
 
 
-def ruleset(namespace: str | None) -> list[dict[str, Any]]:
-    return parse_ruleset(run(namespace, "nft", "-j", "list", "ruleset").stdout)
+def ruleset() -> list[dict[str, Any]]:
+    return parse_ruleset(run("nft", "-j", "list", "ruleset").stdout)
 
 
 def parse_ruleset(out: str) -> list[dict[str, Any]]:
@@ -113,10 +105,10 @@ def parse_ruleset(out: str) -> list[dict[str, Any]]:
     return items
 
 
-def iptables_save(namespace: str | None) -> str:
+def iptables_save() -> str:
     if shutil.which("iptables-save") is None:
         return ""
-    return run(namespace, "iptables-save", check=False).stdout
+    return run("iptables-save", check=False).stdout
 
 
 class NftablesCollector(Collector):
@@ -128,10 +120,9 @@ class NftablesCollector(Collector):
         self.plan = plan
 
     def collect(self) -> Iterable[Observation]:
-        ns = self.plan.get("namespace")
-        with ns_lock(firewall_lock_key(self.plan["id"])):
-            forward = run(ns, "sysctl", "-n", "net.ipv4.ip_forward", check=False).stdout.strip()
-            nft, saved = ruleset(ns), iptables_save(ns)
+        with fw_lock(firewall_lock_key(self.plan["id"])):
+            forward = run("sysctl", "-n", "net.ipv4.ip_forward", check=False).stdout.strip()
+            nft, saved = ruleset(), iptables_save()
         yield Observation(self.kinds[0], self.source_id, observed(self.plan, forward, nft, saved))
 
 
@@ -234,12 +225,32 @@ def ssh_target(name: str, obj: Any) -> Target | None:
     return Target(name, conn) if conn is not None and conn.type == "ssh" else None
 
 
+class NoConnection(Collector):
+    """A firewall the inventory gives no connection: its evidence is an error saying so."""
+
+    kinds = ("nftables.ruleset", "suricata.ips")
+
+    def __init__(self, kind: str, plan: dict[str, Any]) -> None:
+        super().__init__(plan["id"], site=plan["site"], municipality=plan["municipality"])
+        self.kind = kind
+
+    @property
+    def source(self) -> str:
+        return f"{self.kind.split('.')[0]}:{self.source_id}"
+
+    def collect(self) -> Iterable[Observation]:
+        yield Observation(self.kind, self.source_id, {}, error=(
+            f"firewall {self.source_id} has no connection in the inventory: give it an ssh "
+            "connection (or type local when it is this machine)"))
+
+
 def split_by_connection(inventory: Any, chosen: Sequence[dict[str, Any]]
-                        ) -> tuple[list[dict[str, Any]], list[Target], list[dict[str, Any]]]:
-    """Firewall plans reached over SSH (with their targets) and those observed on this machine
-    (in their lab namespace; a ``local`` connection is this machine without one)."""
+                        ) -> tuple[list[dict[str, Any]], list[Target], list[dict[str, Any]],
+                                   list[dict[str, Any]]]:
+    """Firewall plans reached over SSH (with their targets), those that are this machine (a
+    ``local`` connection) and those without a connection."""
     models = {fw.id: fw for fw in inventory.firewalls}
-    over_ssh, targets, here = [], [], []
+    over_ssh, targets, here, unreachable = [], [], [], []
     for p in chosen:
         fw = models[p["id"]]
         target = ssh_target(fw.id, fw)
@@ -247,16 +258,17 @@ def split_by_connection(inventory: Any, chosen: Sequence[dict[str, Any]]
             over_ssh.append(p)
             targets.append(target)
         elif fw.connection is not None:  # local: the controller itself
-            here.append({**p, "namespace": None})
-        else:
             here.append(p)
-    return over_ssh, targets, here
+        else:
+            unreachable.append(p)
+    return over_ssh, targets, here, unreachable
 
 
 def from_inventory(inventory: Any, home: Path) -> list[Collector]:
-    over_ssh, targets, here = split_by_connection(inventory, plans(inventory))
+    over_ssh, targets, here, unreachable = split_by_connection(inventory, plans(inventory))
     out: list[Collector] = [NftablesCollector(p["id"], p, site=p["site"],
                                               municipality=p["municipality"]) for p in here]
+    out += [NoConnection(NftablesCollector.kinds[0], p) for p in unreachable]
     if targets:
         out.append(NftablesOverSsh(over_ssh, targets))
     return out

@@ -4,7 +4,8 @@ configuration (NFQ mode, fail-open, eve.json), the loaded ruleset as suricata-up
 that put it in the path (native nft ``queue`` or iptables-nft ``NFQUEUE``).
 
 An IPS firewall with an ssh ``connection`` is observed over SSH, all of them at once (as in
-``nftables``): the same facts from the same commands and files, read on the firewall.
+``nftables``): the same facts from the same commands and files, read on the firewall; one whose
+connection is ``local`` is this machine; one without a connection is an ``error``.
 """
 
 from __future__ import annotations
@@ -27,10 +28,11 @@ from audit.remote import CommandFailed, Session
 
 from .interface import Collector, CollectorError, Observation
 from .nftables import (
+    NoConnection,
     SshFleetCollector,
     firewall_lock_key,
+    fw_lock,
     iptables_save,
-    ns_lock,
     parse_ruleset,
     plans,
     ruleset,
@@ -45,21 +47,21 @@ def ips_dir(plan: dict[str, Any]) -> Path:
     return Path(plan.get("state_dir") or "/var/lib/skydd") / "ips"
 
 
-def suricata_pids(namespace: str | None) -> list[int]:
-    """Suricata processes in the namespace (all of them: an unmanaged one counts too)."""
-    if namespace:
-        out = run(None, "ip", "netns", "pids", namespace, check=False).stdout.split()
-        candidates = [int(p) for p in out if p.isdigit()]
-    else:
-        candidates = [int(p) for p in os.listdir("/proc") if p.isdigit()]
+def suricata_pids() -> list[int]:
+    """Suricata processes sharing this process's network stack (all of them: an unmanaged one
+    counts too), as ``PIDS_SCRIPT`` finds them on a remote firewall."""
+    own = os.stat("/proc/self/ns/net").st_ino
     found = []
-    for pid in candidates:
+    for pid in (int(p) for p in os.listdir("/proc") if p.isdigit()):
         try:
             exe = Path(f"/proc/{pid}/comm").read_text().strip()
+            if not (exe.startswith("Suricata") or exe == "suricata"):
+                continue
+            if os.stat(f"/proc/{pid}/ns/net").st_ino != own:
+                continue
         except OSError:
             continue
-        if exe.startswith("Suricata") or exe == "suricata":
-            found.append(pid)
+        found.append(pid)
     return sorted(found)
 
 
@@ -70,9 +72,9 @@ def cmdline(pid: int) -> list[str]:
         return []
 
 
-def bound_queues(namespace: str | None) -> list[dict[str, int]]:
-    """``/proc/net/netfilter/nfnetlink_queue`` of the namespace: queue number and port id."""
-    proc = run(namespace, "cat", "/proc/net/netfilter/nfnetlink_queue", check=False)
+def bound_queues() -> list[dict[str, int]]:
+    """``/proc/net/netfilter/nfnetlink_queue`` of this network stack: queue number and port id."""
+    proc = run("cat", "/proc/net/netfilter/nfnetlink_queue", check=False)
     return parse_queues(proc.stdout)
 
 
@@ -208,17 +210,16 @@ class SuricataCollector(Collector):
         self.plan = plan
 
     def collect(self) -> Iterable[Observation]:
-        ns = self.plan.get("namespace")
-        with ns_lock(firewall_lock_key(self.plan["id"])):
-            data = self._observe(ns)
+        with fw_lock(firewall_lock_key(self.plan["id"])):
+            data = self._observe()
         yield Observation(self.kinds[0], self.source_id, data)
 
-    def _observe(self, ns: str | None) -> dict[str, Any]:
-        nft = ruleset(ns)  # also proves the namespace is there
+    def _observe(self) -> dict[str, Any]:
+        nft = ruleset()
         folder = ips_dir(self.plan)
         conf_path = folder / "suricata.yaml"
         config = read_config(conf_path) if conf_path.exists() else None
-        pids = suricata_pids(ns)
+        pids = suricata_pids()
         procs = [{"pid": p, "cmdline": cmdline(p)} for p in pids]
         return {
             "firewall": self.source_id,
@@ -229,8 +230,8 @@ class SuricataCollector(Collector):
             "config": config,
             "processes": procs,
             "running": bool(procs),
-            "bound_queues": bound_queues(ns),
-            "queue_rules": queue_rules(nft, iptables_save(ns)),
+            "bound_queues": bound_queues(),
+            "queue_rules": queue_rules(nft, iptables_save()),
             "rules": read_rules(config["rule_files"]) if config else None,
             "eve": read_eve(Path(config["eve_path"])) if config else None,
         }
@@ -322,10 +323,11 @@ class SuricataOverSsh(SshFleetCollector):
 
 
 def from_inventory(inventory: Any, home: Path) -> list[Collector]:
-    over_ssh, targets, here = split_by_connection(inventory, [p for p in plans(inventory)
-                                                              if p["ips"]])
+    over_ssh, targets, here, unreachable = split_by_connection(
+        inventory, [p for p in plans(inventory) if p["ips"]])
     out: list[Collector] = [SuricataCollector(p["id"], p, site=p["site"],
                                               municipality=p["municipality"]) for p in here]
+    out += [NoConnection(SuricataCollector.kinds[0], p) for p in unreachable]
     if targets:
         out.append(SuricataOverSsh(over_ssh, targets))
     return out

@@ -24,6 +24,7 @@ segment>`` (dc 10.0.10.0/24 → 10.0.9.10, site4 10.0.40.0/24 → 10.0.9.40).
 from __future__ import annotations
 
 import ipaddress
+import re
 import subprocess
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -45,6 +46,23 @@ UPLINK_PREFIX = 30
 HOST_NETWORK = "10.0.9.0/24"  # management network of the segment hosts (dc, site4, LANs)
 HOST_IFACE = "mgmt0"
 TABLE = "skydd_mgmt"
+
+# The machines the lab plays, by inventory name (a firewall's id, a segment's "site/name") → the
+# network namespace that plays it. Only the lab knows these: the inventory names machines and
+# how to reach them, never where the lab keeps them. A name not listed here (an inventory the lab
+# is built from other than its own) gets ``skydd-<name>`` with "/" as "-".
+LAB_NAMESPACES = {
+    "torsby-fw1": "skydd-tor-fw1", "torsby-fw2": "skydd-tor-fw2",
+    "sunne-fw1": "skydd-sun-fw1", "sunne-fw2": "skydd-sun-fw2",
+    "hagfors-fw1": "skydd-hag-fw1", "hagfors-fw2": "skydd-hag-fw2",
+    "torsby/lan": "skydd-tor-lan", "sunne/lan": "skydd-sun-lan", "hagfors/lan": "skydd-hag-lan",
+    "torsby/dc": "skydd-dc", "site4/site4": "skydd-s4",
+}
+
+
+def namespace_of(name: str) -> str:
+    """The namespace that plays the machine ``name`` (a firewall id or "site/segment")."""
+    return LAB_NAMESPACES.get(name) or PREFIX + re.sub(r"[^a-z0-9-]", "-", name.lower())
 
 
 def run(*cmd: str, check: bool = True, timeout: float = 30,
@@ -97,24 +115,21 @@ def managed_hosts(inv: Inventory) -> list[ManagedHost]:
     hosts: list[ManagedHost] = []
     number = {m.id: i for i, m in enumerate(inv.municipalities, start=1)}
     for fw in sorted(inv.firewalls, key=lambda f: f.id):
-        if fw.namespace is None:
-            continue
         if fw.management_network is None:
             raise LabError(f"firewall {fw.id}: the lab needs its management_network")
         net = ipaddress.ip_network(fw.management_network)
         address = _connection_address(fw) or str(net.network_address + 10 + fw.position)
-        hosts.append(ManagedHost(fw.id, "firewall", fw.namespace, address, str(net)))
-    lans = {seg.namespace: fw.municipality for fw in inv.firewalls
+        hosts.append(ManagedHost(fw.id, "firewall", namespace_of(fw.id), address, str(net)))
+    lans = {seg.network: fw.municipality for fw in inv.firewalls
             if fw.position == 1 and (seg := inside_segment(inv, fw)) is not None}
     base = ipaddress.ip_network(HOST_NETWORK).network_address
     for site, seg in segments(inv):
-        if seg.namespace is None:
-            continue
-        if seg.namespace in lans:
-            default = base + 100 + number.get(lans[seg.namespace], 0)
+        if seg.network in lans:
+            default = base + 100 + number.get(lans[seg.network], 0)
         else:
             default = base + ipaddress.ip_network(seg.network).network_address.packed[2]
-        hosts.append(ManagedHost(f"{site}/{seg.name}", "host", seg.namespace,
+        name = f"{site}/{seg.name}"
+        hosts.append(ManagedHost(name, "host", namespace_of(name),
                                  _connection_address(seg) or str(default), HOST_NETWORK))
     _check(hosts)
     return hosts

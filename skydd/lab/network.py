@@ -29,7 +29,7 @@ from estate.network_plan import ip_of, segments
 
 from . import management, ssh
 from .errors import LabError
-from .management import MGMT_NS, PREFIX
+from .management import MGMT_NS, PREFIX, namespace_of
 from .management import run as _run
 from .service import LabService, Progress
 
@@ -54,9 +54,9 @@ def _core_iface(fw_id: str) -> str:
 
 def _wiring(fw: Firewall) -> tuple[str, Link, Link] | None:
     """A firewall's namespace, inside and outside link; None if the lab cannot wire it."""
-    if fw.namespace is None or fw.inside is None or fw.outside is None:
+    if fw.inside is None or fw.outside is None:
         return None
-    return fw.namespace, fw.inside, fw.outside
+    return namespace_of(fw.id), fw.inside, fw.outside
 
 
 class Service(LabService):
@@ -66,8 +66,8 @@ class Service(LabService):
 
     def expected_namespaces(self, inv: Inventory) -> list[str]:
         names = {CORE, MGMT_NS}
-        names.update(fw.namespace for fw in inv.firewalls if fw.namespace)
-        names.update(seg.namespace for _, seg in segments(inv) if seg.namespace)
+        names.update(namespace_of(fw.id) for fw in inv.firewalls)
+        names.update(namespace_of(f"{site}/{seg.name}") for site, seg in segments(inv))
         return sorted(names)
 
     # -- up / down -----------------------------------------------------------------------------
@@ -112,25 +112,26 @@ class Service(LabService):
             fws = sorted((f for f in inv.firewalls if f.municipality == m.id), key=lambda f: f.position)
             wired = [w for w in (_wiring(f) for f in fws) if w is not None]
             if len(fws) != 2 or len(wired) != 2:
-                raise LabError(f"municipality {m.id}: the lab needs fw1 and fw2 with namespace, "
-                               f"inside and outside links")
+                raise LabError(f"municipality {m.id}: the lab needs fw1 and fw2 with inside and "
+                               "outside links")
             fw1, fw2 = fws
             (fw1_ns, fw1_in, fw1_out), (fw2_ns, fw2_in, fw2_out) = wired
-            lan = next((seg for sid, seg in segments(inv) if sid == fw1.site and seg.namespace
+            lan = next((seg for sid, seg in segments(inv) if sid == fw1.site
                         and ipaddress.ip_network(seg.network)
                         == ipaddress.ip_interface(fw1_in.address).network), None)
-            if lan is None or lan.namespace is None:
+            if lan is None:
                 raise LabError(f"municipality {m.id}: no segment behind {fw1.id}'s inside link")
-            lans.add(lan.namespace)
+            lan_ns = namespace_of(f"{fw1.site}/{lan.name}")
+            lans.add(lan_ns)
             prefix = ipaddress.ip_network(lan.network).prefixlen
-            self._veth(lan.namespace, "lan0", f"{lan.host}/{prefix}",
+            self._veth(lan_ns, "lan0", f"{lan.host}/{prefix}",
                        fw1_ns, fw1_in.interface, fw1_in.address)
             self._veth(fw1_ns, fw1_out.interface, fw1_out.address,
                        fw2_ns, fw2_in.interface, fw2_in.address)
             core_prefix = ipaddress.ip_interface(fw2_out.address).network.prefixlen
             self._veth(fw2_ns, fw2_out.interface, fw2_out.address,
                        CORE, _core_iface(fw2.id), f"{fw2_out.peer}/{core_prefix}")
-            _run("ip", "-n", lan.namespace, "route", "add", "default", "via", lan.gateway)
+            _run("ip", "-n", lan_ns, "route", "add", "default", "via", lan.gateway)
             _run("ip", "-n", fw1_ns, "route", "add", "default", "via", fw1_out.peer)
             _run("ip", "-n", fw2_ns, "route", "add", "default", "via", fw2_out.peer)
             _run("ip", "-n", fw2_ns, "route", "add", lan.network, "via", fw2_in.peer)
@@ -138,13 +139,14 @@ class Service(LabService):
             for ns in (fw1_ns, fw2_ns):
                 _run("ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv4.ip_forward=1")
             progress(f"{m.id}: lan → {fw1.id} → {fw2.id} → core")
-        for _, seg in segments(inv):  # behind core: dc, site4
-            if seg.namespace is None or seg.namespace in lans:
+        for site, seg in segments(inv):  # behind core: dc, site4
+            ns = namespace_of(f"{site}/{seg.name}")
+            if ns in lans:
                 continue
             prefix = ipaddress.ip_network(seg.network).prefixlen
-            self._veth(seg.namespace, "eth0", f"{seg.host}/{prefix}",
+            self._veth(ns, "eth0", f"{seg.host}/{prefix}",
                        CORE, ("s-" + seg.name)[:15], f"{seg.gateway}/{prefix}")
-            _run("ip", "-n", seg.namespace, "route", "add", "default", "via", seg.gateway)
+            _run("ip", "-n", ns, "route", "add", "default", "via", seg.gateway)
             progress(f"core → {seg.name} ({seg.network})")
         _run("ip", "netns", "exec", CORE, "sysctl", "-qw", "net.ipv4.ip_forward=1")
 
@@ -162,15 +164,16 @@ class Service(LabService):
         return self.state_dir / "dc"
 
     def _start_dc(self, inv: Inventory, progress: Progress) -> None:
-        dc = next((seg for _, seg in segments(inv) if seg.classified and seg.namespace), None)
-        if dc is None or dc.namespace is None:
-            raise LabError("the lab inventory has no classified segment with a namespace")
+        found = next(((site, seg) for site, seg in segments(inv) if seg.classified), None)
+        if found is None:
+            raise LabError("the lab inventory has no classified segment")
+        dc_ns, dc = namespace_of(f"{found[0]}/{found[1].name}"), found[1]
         cert, key = _lab_cert(self.dc_dir(), dc.host)
         # A real database in the dc (the postgres lab service) takes the database port.
         db_port = 0 if any(s.primary_db and s.primary_db.host == dc.host for s in inv.systems) else 5432
         with open(self.dc_dir() / "standin.log", "ab") as log:  # the child keeps its own copy
             proc = subprocess.Popen(
-                ["ip", "netns", "exec", dc.namespace, sys.executable, "-m",
+                ["ip", "netns", "exec", dc_ns, sys.executable, "-m",
                  "skydd.lab.network_dc", "--bind", dc.host, "--cert", str(cert), "--key",
                  str(key), "--db-port", str(db_port)],
                 stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True)
@@ -179,7 +182,7 @@ class Service(LabService):
         while time.monotonic() < deadline:
             if proc.poll() is not None:
                 raise LabError(f"the dc stand-in exited: see {self.dc_dir() / 'standin.log'}")
-            ready = _run("ip", "netns", "exec", dc.namespace, "ss", "-Hltn", check=False).stdout
+            ready = _run("ip", "netns", "exec", dc_ns, "ss", "-Hltn", check=False).stdout
             if f"{dc.host}:443" in ready and (not db_port or f"{dc.host}:5432" in ready):
                 progress(f"dc stand-in serving https://{dc.host}:443 and tcp/5432")
                 return
@@ -236,7 +239,7 @@ class Service(LabService):
         return {"state": "up" if up else "down",
                 "endpoint": f"https://{dc.host}:443" if dc else None,
                 "namespaces": present, "expected": expected,
-                "firewalls": {fw.id: fw.namespace for fw in inv.firewalls},
+                "firewalls": {fw.id: namespace_of(fw.id) for fw in inv.firewalls},
                 "ssh": ssh.status(self.home, hosts) if up else None,
                 "management": {"namespace": MGMT_NS,
                                "controller": management.CONTROLLER_ADDRESS,

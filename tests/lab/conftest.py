@@ -29,3 +29,30 @@ def ensure_lab(name: str, home: Path) -> dict[str, Any]:
     status = svc.status()
     assert status["state"] == "up", f"lab service {name} is not up: {status}"
     return status
+
+
+def ns_suricata_pids(namespace: str) -> list[int]:
+    """Suricata processes in a lab namespace (the tests look into the lab's machines directly)."""
+    import subprocess
+
+    out = subprocess.run(["ip", "netns", "pids", namespace], capture_output=True, text=True).stdout
+    found = []
+    for pid in (p for p in out.split() if p.isdigit()):
+        try:
+            comm = Path(f"/proc/{pid}/comm").read_text().strip()
+        except OSError:
+            continue
+        if comm.startswith("Suricata") or comm == "suricata":
+            found.append(int(pid))
+    return sorted(found)
+
+
+def ns_bound_queues(namespace: str) -> list[dict[str, int]]:
+    """The NFQUEUE bindings in a lab namespace."""
+    import subprocess
+
+    from audit.collectors.suricata import parse_queues
+
+    return parse_queues(subprocess.run(["ip", "netns", "exec", namespace, "cat",
+                                        "/proc/net/netfilter/nfnetlink_queue"],
+                                       capture_output=True, text=True).stdout)

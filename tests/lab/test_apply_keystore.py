@@ -10,14 +10,10 @@ import os
 import stat
 import subprocess
 import sys
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from estate.loader import load_inventory
-from skydd import ansible_inventory
 from tests.conftest import require_root
 
 SKYDD = str(Path(sys.executable).parent / "skydd")
@@ -124,45 +120,6 @@ key_stores: [{{id: gone, site: torsby, path: "{missing}"}}]
     assert not missing.exists()
 
 
-@pytest.fixture
-def netns() -> Iterator[str]:
-    require_root()
-    name = f"skydd-t-{uuid.uuid4().hex[:8]}"
-    subprocess.run(["ip", "netns", "add", name], check=True)
-    try:
-        yield name
-    finally:
-        subprocess.run(["ip", "netns", "del", name], check=False)
-
-
-def test_a_namespace_host_runs_its_modules_inside_the_namespace(tmp_path: Path, netns: str) -> None:
-    inv_file = tmp_path / "inventory.yaml"
-    inv_file.write_text(f"""
-name: netns-test
-municipalities: [{{id: sunne, name: Sunne}}]
-sites: [{{id: sunne, name: Sunne, municipality: sunne}}]
-firewalls:
-  - {{id: inside, municipality: sunne, site: sunne, position: 1, namespace: {netns}}}
-  - {{id: outside, municipality: sunne, site: sunne, position: 2}}
-""")
-    inv, _ = load_inventory(inv_file, home=tmp_path)
-    run = tmp_path / "run"
-    run.mkdir()
-    path = ansible_inventory.write(ansible_inventory.build(inv, run_dir=run), run)
-    env = {**os.environ, "ANSIBLE_CONFIG": str(tmp_path / "none.cfg"), "ANSIBLE_NOCOLOR": "1",
-           "ANSIBLE_LOCAL_TEMP": str(tmp_path / "tmp")}
-    links = {}
-    for host in ("inside", "outside"):
-        r = subprocess.run([str(Path(sys.executable).parent / "ansible"), host, "-i", str(path),
-                            "-m", "ansible.builtin.command", "-a", "ip -o link show", "-o"],
-                           capture_output=True, text=True, env=env, timeout=300)
-        assert r.returncode == 0, r.stdout + r.stderr
-        links[host] = r.stdout
-    # a fresh namespace holds only its loopback; the root namespace has more than that
-    assert "lo:" in links["inside"] and links["inside"].count("link/") == 1, links["inside"]
-    assert links["outside"].count("link/") > 1, links["outside"]
-
-
 def test_site_limits_the_hosts_and_an_empty_site_is_bad_input(tmp_path: Path) -> None:
     require_root()
     home = tmp_path / "home"
@@ -181,7 +138,7 @@ sites:
   - {{id: sunne, name: Sunne, municipality: sunne}}
   - {{id: hagfors, name: Hagfors, municipality: hagfors}}
   - {{id: site4, name: Fourth site}}
-firewalls: [{{id: hagfors-fw1, municipality: hagfors, site: hagfors, position: 1}}]
+firewalls: [{{id: hagfors-fw1, municipality: hagfors, site: hagfors, position: 1, connection: {{type: local}}}}]
 key_stores:
   - {{id: pki-torsby, site: torsby, path: "{stores['torsby']}"}}
   - {{id: pki-sunne, site: sunne, path: "{stores['sunne']}"}}

@@ -35,7 +35,7 @@ import psycopg
 import pytest
 
 from policies import load_catalog
-from tests.lab.conftest import ensure_lab
+from tests.lab.conftest import ensure_lab, ns_bound_queues, ns_suricata_pids
 from tests.lab.test_level_b_ssh import Key, statuses
 from tests.lab.test_level_b_ssh import audit as audit_b
 from tests.lab.test_level_b_ssh import skydd as skydd_b
@@ -118,14 +118,15 @@ def lab_plan(home: Path) -> dict[str, Any]:
     from estate.loader import load_inventory
     from estate.network_plan import classified_segments, inside_segment
     from skydd.lab import LAB_INVENTORY
+    from skydd.lab.management import namespace_of
 
     inv, _ = load_inventory(LAB_INVENTORY, home=home)
-    lans = {fw.municipality: inside_segment(inv, fw).namespace  # type: ignore[union-attr]
+    lans = {fw.municipality: namespace_of(f"{fw.site}/{inside_segment(inv, fw).name}")  # type: ignore[union-attr]
             for fw in inv.firewalls if fw.position == 1}
     (victim,) = [fw for fw in inv.firewalls if fw.id == VICTIM]
     (flow,) = [f for f in inv.flows if f.id == "staff-https"]
     return {"lans": lans, "dc": classified_segments(inv)[0].host, "port": flow.port,
-            "namespace": victim.namespace, "fail_mode": victim.fail_mode,
+            "namespace": namespace_of(victim.id), "fail_mode": victim.fail_mode,
             "ips_dir": Path(str(victim.state_dir)) / "ips"}
 
 
@@ -140,17 +141,16 @@ def reaches(namespace: str, host: str, port: int) -> bool:
 
 def restart_suricata(namespace: str, argvs: list[list[str]]) -> None:
     """Start Suricata again with its own command line (a SIGKILLed one leaves its pid file)."""
-    from audit.collectors.suricata import bound_queues, suricata_pids
 
     for argv in argvs:
-        if suricata_pids(namespace):
+        if ns_suricata_pids(namespace):
             break
         pidfile = next((argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "--pidfile"), None)
         if pidfile:
             Path(pidfile).unlink(missing_ok=True)
         subprocess.run(["ip", "netns", "exec", namespace, *argv], capture_output=True, timeout=60)
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and not any(q["queue"] == 0 for q in bound_queues(namespace)):
+    while time.monotonic() < deadline and not any(q["queue"] == 0 for q in ns_bound_queues(namespace)):
         time.sleep(0.2)
 
 
@@ -174,11 +174,11 @@ def suricata_killed(lab_home: Path, level_b_passes: dict[Key, str]) -> Iterator[
     """Suricata on ``VICTIM`` SIGKILLed (as a crash: no clean shutdown, its pid file left
     behind); restarted with its own command line afterwards, whatever the test did, and the
     victim's declared flow proven to pass again, so later lab tests see a healthy lab."""
-    from audit.collectors.suricata import cmdline, suricata_pids
+    from audit.collectors.suricata import cmdline
 
     plan = lab_plan(lab_home)
     ns, lan = plan["namespace"], plan["lans"][VICTIM_MUNICIPALITY]
-    pids = suricata_pids(ns)
+    pids = ns_suricata_pids(ns)
     assert pids, f"no Suricata runs on {VICTIM} although level b passes"
     assert reaches(lan, plan["dc"], plan["port"]), "the declared flow is blocked with Suricata up"
     argvs = [cmdline(p) for p in pids]
@@ -186,13 +186,13 @@ def suricata_killed(lab_home: Path, level_b_passes: dict[Key, str]) -> Iterator[
         for pid in pids:
             os.kill(pid, signal.SIGKILL)
         deadline = time.monotonic() + 15
-        while suricata_pids(ns) and time.monotonic() < deadline:
+        while ns_suricata_pids(ns) and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert not suricata_pids(ns), f"Suricata on {VICTIM} survived SIGKILL"
+        assert not ns_suricata_pids(ns), f"Suricata on {VICTIM} survived SIGKILL"
         yield plan
     finally:
         restart_suricata(ns, argvs)
-    assert suricata_pids(ns), f"Suricata on {VICTIM} did not start again"
+    assert ns_suricata_pids(ns), f"Suricata on {VICTIM} did not start again"
     assert reaches(lan, plan["dc"], plan["port"]), f"{VICTIM} still blocks the declared flow"
 
 
@@ -208,7 +208,6 @@ def test_suricata_killed_on_one_firewall_holds_its_declared_fail_mode(
     its configuration findings (fail mode, rules, drop categories) still pass, and every other
     firewall's and municipality's finding is what it was with Suricata up. Then ``skydd apply
     --control b.ips-inline-prevention`` starts it again and the declared flow passes."""
-    from audit.collectors.suricata import bound_queues, suricata_pids
 
     plan = suricata_killed
     assert plan["fail_mode"] == "closed"
@@ -242,8 +241,8 @@ def test_suricata_killed_on_one_firewall_holds_its_declared_fail_mode(
     # SIGKILL left behind) on that firewall, and its declared flow passes again.
     healed = skydd_b(lab_home, "apply", "--level", "b", "--control", "b.ips-inline-prevention")
     assert healed.returncode == 0, healed.stdout[-3000:] + healed.stderr[-3000:]
-    assert suricata_pids(plan["namespace"]), healed.stdout[-3000:]
-    assert any(q["queue"] == 0 for q in bound_queues(plan["namespace"]))
+    assert ns_suricata_pids(plan["namespace"]), healed.stdout[-3000:]
+    assert any(q["queue"] == 0 for q in ns_bound_queues(plan["namespace"]))
     assert reaches(plan["lans"][VICTIM_MUNICIPALITY], plan["dc"], plan["port"])
 
 

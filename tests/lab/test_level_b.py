@@ -11,7 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.lab.conftest import ensure_lab
+from tests.lab.conftest import ensure_lab, ns_suricata_pids
 
 SKYDD = str(Path(sys.executable).parent / "skydd")
 MUNICIPALITIES = {"torsby", "sunne", "hagfors"}
@@ -90,9 +90,8 @@ def test_every_level_b_control_fails_as_found_and_passes_after_apply(
     rules = subprocess.run(["ip", "netns", "exec", "skydd-hag-fw1", "nft", "list", "ruleset"],
                            capture_output=True, text=True, check=True).stdout
     assert "skydd-probe-open" not in rules
-    from audit.collectors.suricata import suricata_pids
     for short in ("tor", "sun", "hag"):
-        assert suricata_pids(f"skydd-{short}-fw2"), f"Suricata was not restarted in skydd-{short}-fw2"
+        assert ns_suricata_pids(f"skydd-{short}-fw2"), f"Suricata was not restarted in skydd-{short}-fw2"
     second = skydd(lab_home, "apply", "--level", "b")
     assert second.returncode == 0, second.stdout + second.stderr
     counts = dict(re.findall(r"^(\S+-fw\d): ok=\d+ changed=(\d+)", second.stdout, re.M))

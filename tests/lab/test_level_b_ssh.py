@@ -1,11 +1,11 @@
 """Level b over SSH in the lab (issue 11, item 7): the firewalls are reached only through their
 sshd on the management address, with the pinned host keys of ``$SKYDD_HOME/lab/ssh``.
 
-* One firewall's sshd stopped: exactly that firewall's findings become ``error`` naming the host
-  and the cause, every other finding keeps its status, and the audit exits 3. The traffic proof
-  (``network.path``/``network.traffic``) still enters the LAN and firewall namespaces directly,
-  not over SSH, so it stays unaffected; the test asserts that too. sshd started again: the
-  findings are what they were.
+* One firewall's sshd stopped: exactly that firewall's findings, and its municipality's traffic
+  proof (``network.path``/``network.traffic``, which runs over SSH on that firewall too), become
+  ``error`` naming the host and the cause; every other finding keeps its status (the other
+  municipalities' traffic proofs pass), and the audit exits 3. sshd started again: the findings
+  are what they were.
 * A wrong host key pinned for one firewall: that firewall's findings are ``error`` naming the
   host key mismatch with both fingerprints; the others are unaffected; the right key: ``pass``.
 * ``skydd apply --level b --check --diff`` over SSH after apply: exit 0, no task changed, no
@@ -13,7 +13,7 @@ sshd on the management address, with the pinned host keys of ``$SKYDD_HOME/lab/s
   sessions).
 
 The module first brings level b to ``pass`` (applies it when an earlier test has not), so it
-does not depend on the order of the lab tests. Traffic stays inside the lab's namespaces.
+does not depend on the order of the lab tests. Traffic stays inside the lab's network.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from tests.lab.conftest import ensure_lab
 
 SKYDD = str(Path(sys.executable).parent / "skydd")
 STOPPED = "sunne-fw2"  # an IPS firewall: its nftables and Suricata findings go over SSH
+STOPPED_MUNICIPALITY = "sunne"  # whose traffic proof needs STOPPED
 MISPINNED, OTHER = "torsby-fw1", "hagfors-fw1"  # MISPINNED gets OTHER's host key pinned
 FIREWALLS = {f"{m}-fw{n}" for m in ("torsby", "sunne", "hagfors") for n in (1, 2)}
 # The controls judged on evidence collected over SSH (nftables.ruleset, suricata.ips).
@@ -119,10 +120,13 @@ def test_a_stopped_sshd_turns_exactly_that_firewalls_findings_into_error(
         assert f["status"] == "error", (control, f["status"], f["message"])
         assert label in f["message"], f["message"]
         assert re.search(r": (unreachable|timeout): ", f["message"]), f["message"]
-    others = {k: s for k, s in statuses(found).items() if k[1] != STOPPED}
-    assert others == {k: s for k, s in baseline.items() if k[1] != STOPPED}
-    # The traffic proof of Sunne ran (in its namespaces) and still passes.
-    assert found[("b.declared-flow-traffic", "sunne")]["status"] == "pass"
+    traffic = {k: f for k, f in found.items() if k[1] == STOPPED_MUNICIPALITY}
+    assert len(traffic) >= 5, sorted(traffic)  # the path, the flows, independence, the IPS twice
+    for (control, _), f in traffic.items():
+        assert f["status"] == "error" and label in f["message"], (control, f["message"])
+    others = {k: s for k, s in statuses(found).items() if k[1] not in (STOPPED, STOPPED_MUNICIPALITY)}
+    assert others == {k: s for k, s in baseline.items() if k[1] not in (STOPPED, STOPPED_MUNICIPALITY)}
+    assert found[("b.declared-flow-traffic", "torsby")]["status"] == "pass"  # another municipality
 
     code, found, text = audit(lab_home, tmp_path / "restarted")
     assert code == 0, text

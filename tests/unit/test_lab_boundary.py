@@ -45,17 +45,7 @@ ALLOWED_TEXT = {
 ALLOWED_IMPORTS = {"skydd/commands/lab.py"}
 
 # Known and being removed this session: path -> (terms, owner). Delete the entry when done.
-PENDING: dict[str, tuple[frozenset[str], str]] = {
-    # estate/inventory.py: Site/Segment/Firewall ``namespace`` fields (H-traffic).
-    "estate/inventory.py": (frozenset({"namespace"}), "H-traffic"),
-    # H-traffic: the collectors still enter namespaces with ``ip netns exec`` and the Ansible
-    # inventory still wraps namespace hosts in a local connection.
-    "audit/collectors/nftables.py": (frozenset({"netns", "namespace"}), "H-traffic"),
-    "audit/collectors/suricata.py": (frozenset({"netns", "namespace"}), "H-traffic"),
-    "estate/network_plan.py": (frozenset({"namespace"}), "H-traffic"),
-    "skydd/ansible_inventory.py": (frozenset({"netns", "namespace"}), "H-traffic"),
-    "skydd/commands/inventory.py": (frozenset({"namespace"}), "H-traffic"),
-}
+PENDING: dict[str, tuple[frozenset[str], str]] = {}
 
 
 def files() -> list[Path]:

@@ -81,8 +81,9 @@ def test_up_without_the_network_namespaces_is_one_clear_error(tmp_path: Path) ->
             Service(tmp_path).up(lambda m: None)
         return
     inventory = tmp_path / "inventory.yaml"
-    inventory.write_text(LAB_INVENTORY.read_text().replace("namespace: skydd-dc", "namespace: skydd-unit-none-dc")
-                         .replace("namespace: skydd-s4", "namespace: skydd-unit-none-s4"))
+    # segments the lab knows by no other name: their namespaces are skydd-<site>-<segment>
+    inventory.write_text(LAB_INVENTORY.read_text().replace("- name: dc\n", "- name: unit-none-dc\n")
+                         .replace("- name: site4\n", "- name: unit-none-s4\n"))
     svc = Service(tmp_path)
     svc.inventory_path = inventory
     try:
@@ -92,6 +93,6 @@ def test_up_without_the_network_namespaces_is_one_clear_error(tmp_path: Path) ->
     else:  # pragma: no cover - the namespaces cannot exist
         svc.down(lambda m: None)
         pytest.fail("up started clusters without their namespaces")
-    assert "skydd-unit-none-dc" in msg or "postgresql" in msg.lower()
+    assert "skydd-torsby-unit-none-dc" in msg or "postgresql" in msg.lower()
     assert "lab up --only network,postgres" in msg or "install" in msg
     assert not (svc.state_dir / "state.json").exists()

@@ -33,8 +33,9 @@ sites:
   - {id: sunne, name: Sunne, municipality: sunne}
   - {id: site4, name: Fourth site}
 firewalls:
-  - {id: sunne-fw1, municipality: sunne, site: sunne, position: 1, namespace: t-sun-fw1}
-  - {id: sunne-fw2, municipality: sunne, site: sunne, position: 2}
+  - {id: sunne-fw1, municipality: sunne, site: sunne, position: 1,
+     connection: {address: 10.2.9.11, private_key: "file:/etc/skydd/id", known_hosts: /etc/skydd/kh}}
+  - {id: sunne-fw2, municipality: sunne, site: sunne, position: 2, connection: {type: local}}
 flows:
   - {id: staff-https, source: lan, destination: dc, port: 443}
 hypervisors:
@@ -95,38 +96,27 @@ def test_hostvars_carry_the_inventory_fields_prefixed_and_secrets_stay_reference
     assert top["skydd_flows"][0]["port"] == 443
 
 
-def test_hosts_without_a_namespace_run_locally_with_this_python(built) -> None:
-    for name in ("pki", "vcenter", "sunne-fw2", "localhost"):
+def test_hosts_without_an_ssh_connection_run_locally_with_this_python(built) -> None:
+    for name in ("pki", "vcenter", "sunne-fw2", "localhost"):  # sunne-fw2: type local
         hv = built.hosts()[name]
         assert hv["ansible_connection"] == "local"
         assert hv["ansible_python_interpreter"] == sys.executable
+    assert built.hosts()["sunne-fw1"]["ansible_connection"] == "ssh"
 
 
-def test_namespace_hosts_get_a_wrapper_that_enters_the_namespace(built, tmp_path: Path) -> None:
+def test_the_inventory_is_written_0600_into_the_run(built, tmp_path: Path) -> None:
     run = tmp_path / "run"
     run.mkdir()
-    hv = built.hosts()["sunne-fw1"]
-    wrapper = Path(hv["ansible_python_interpreter"])
-    assert hv["ansible_connection"] == "local"
-    assert wrapper == run.resolve() / "bin" / "python-netns-t-sun-fw1"
-    assert built.namespaces == {"t-sun-fw1"}
     path = ai.write(built, run)
     assert path.is_absolute() and path == run.resolve() / "inventory" / "hosts.json"
     assert json.loads(path.read_text()) == built.data
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    assert stat.S_IMODE(wrapper.stat().st_mode) == 0o700
-    text = wrapper.read_text()
-    assert text.startswith("#!/bin/sh\n")
-    assert 'exec ip netns exec t-sun-fw1 /usr/bin/python3 "$@"' in text
 
 
-@pytest.mark.parametrize("bad", ["x; rm -rf /", "$(id)", "-n", "a b"])
-def test_a_namespace_that_is_not_a_plain_name_is_refused(inv, tmp_path: Path, bad: str) -> None:
-    fw = inv.firewalls[0].model_copy(update={"namespace": bad})
-    with pytest.raises(InputError, match="namespace"):
+def test_a_firewall_without_a_connection_is_refused_never_run_on_the_controller(inv, tmp_path: Path) -> None:
+    fw = inv.firewalls[1].model_copy(update={"connection": None})
+    with pytest.raises(InputError, match=r"firewalls\[0\]: firewall 'sunne-fw2' has no connection"):
         ai.build(inv.model_copy(update={"firewalls": [fw]}), run_dir=tmp_path)
-    with pytest.raises(InputError):
-        ai.wrapper_script(bad)
 
 
 def test_an_id_used_twice_is_refused_naming_both(inv, tmp_path: Path) -> None:
@@ -294,7 +284,7 @@ def _with_connections(inv, **per_fw):
     from estate.inventory import Connection
 
     fws = [fw.model_copy(update={"connection": Connection(**per_fw[fw.id]) if fw.id in per_fw
-                                 else None}) for fw in inv.firewalls]
+                                 else fw.connection}) for fw in inv.firewalls]
     return inv.model_copy(update={"firewalls": fws})
 
 
@@ -313,8 +303,7 @@ def test_ssh_hosts_get_the_ssh_connection_with_pinned_keys_and_multiplexing(inv,
     assert {"GlobalKnownHostsFile=/dev/null", "ControlMaster=auto", "ControlPersist=60s",
             "IdentitiesOnly=yes", "PasswordAuthentication=no"} <= set(args)
     assert hv["ansible_python_interpreter"] == "/usr/bin/python3"  # the host's, not ours
-    # the namespace wrapper is not made for a host with a connection; local is the controller
-    assert built.namespaces == frozenset() and not built.key_files
+    assert not built.key_files  # a file: key is used where it lies; local is the controller
     local = built.hosts()["sunne-fw2"]
     assert (local["ansible_connection"], local["ansible_python_interpreter"]) == ("local", sys.executable)
 

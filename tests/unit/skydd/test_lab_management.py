@@ -28,7 +28,7 @@ def test_every_machine_gets_an_address_in_its_management_network(
         hosts: list[ManagedHost], tmp_path: Path) -> None:
     inv, _ = load_inventory(LAB_INVENTORY, home=tmp_path)
     by_ns = {h.namespace: h for h in hosts}
-    fws = {fw.namespace: fw for fw in inv.firewalls}
+    fws = {management.namespace_of(fw.id): fw for fw in inv.firewalls}
     assert set(by_ns) == set(fws) | {"skydd-dc", "skydd-s4", "skydd-tor-lan", "skydd-sun-lan",
                                      "skydd-hag-lan"}
     for ns, fw in fws.items():
@@ -135,18 +135,21 @@ def test_stop_without_a_running_sshd_only_removes_files(tmp_path: Path) -> None:
 
 def test_the_lab_inventory_points_every_machine_at_the_lab_s_keys(tmp_path: Path) -> None:
     inv, _ = load_inventory(LAB_INVENTORY, home=tmp_path)
-    machines = [fw for fw in inv.firewalls if fw.namespace] + [
-        seg for site in inv.sites for seg in site.segments if seg.namespace]
+    machines = {fw.id: fw for fw in inv.firewalls} | {
+        f"{site.id}/{seg.name}": seg for site in inv.sites for seg in site.segments}
     assert len(machines) == 11
-    for m in machines:
+    for m in machines.values():
         c = m.connection
         assert c is not None and c.type == "ssh", m
         assert c.private_key == f"file:{ssh.client_key(tmp_path)}"
         assert c.known_hosts == str(ssh.known_hosts(tmp_path))
         assert (c.port, c.user) == (22, "root")
     # The lab builds exactly the addresses the inventory names.
-    plan = {h.namespace: h.address for h in management.managed_hosts(inv)}
-    assert plan == {m.namespace: m.connection.address for m in machines}  # type: ignore[union-attr]
+    plan = {h.name: h.address for h in management.managed_hosts(inv)}
+    assert plan == {name: m.connection.address for name, m in machines.items()}  # type: ignore[union-attr]
+    # and plays each in the namespace only the lab knows (the inventory names none)
+    assert {h.name: h.namespace for h in management.managed_hosts(inv)}["torsby/dc"] == "skydd-dc"
+    assert management.namespace_of("other-site/lan") == "skydd-other-site-lan"
 
 
 def test_the_inventory_s_connection_address_decides(tmp_path: Path) -> None:
