@@ -47,3 +47,19 @@ def test_a_machine_without_an_ssh_connection_is_an_error_naming_it(tmp_path: Pat
     assert len(evidence) == 2
     for ev in evidence:
         assert ev.error is not None and "hagfors/lan has no ssh connection" in ev.error
+
+
+def test_a_firewall_without_a_connection_is_an_error_for_its_rules_and_its_ips(tmp_path: Path) -> None:
+    from audit.collectors import nftables, suricata
+
+    inv, _ = load_inventory(LAB_INVENTORY, home=tmp_path)
+    fws = [fw.model_copy(update={"connection": None}) if fw.id == "sunne-fw2" else fw
+           for fw in inv.firewalls]
+    inv = inv.model_copy(update={"firewalls": fws})
+    unconnected = [c for mod in (nftables, suricata) for c in mod.from_inventory(inv, tmp_path)
+                   if c.source_id == "sunne-fw2"]
+    evidence = run_collectors(unconnected, clock=lambda: AT)
+    assert sorted(ev.kind for ev in evidence) == ["nftables.ruleset", "suricata.ips"]
+    for ev in evidence:  # never observed on this machine instead
+        assert ev.target == "sunne-fw2" and ev.error is not None
+        assert "firewall sunne-fw2 has no connection" in ev.error
