@@ -136,6 +136,12 @@ def build(inventory: Inventory, *, run_dir: Path, python: str | None = None,
     muni_members: dict[str, set[str]] = {m.id: set() for m in inventory.municipalities}
     key_files: dict[str, str] = {}
 
+    def connection_vars(name: str, conn: Any) -> dict[str, Any]:
+        """SSH to ``conn``; without one, or a local one, this machine with this Python."""
+        if conn is not None and conn.type == "ssh":
+            return ssh_hostvars(name, conn, run_dir.resolve(), key_files)
+        return {"ansible_connection": "local", "ansible_python_interpreter": python}
+
     def add(name: str, where: str, group: str, kind: str, obj: Any,
             sites: Iterable[str], municipality: str | None) -> None:
         if name == LOCALHOST or name in hosts:
@@ -150,11 +156,7 @@ def build(inventory: Inventory, *, run_dir: Path, python: str | None = None,
         if conn is None and kind == "firewall":
             raise InputError(f"inventory: {where}: firewall {name!r} has no connection; give it "
                              "an ssh connection (or type local when it is this machine)")
-        if conn is not None and conn.type == "ssh":
-            hv.update(ssh_hostvars(name, conn, run_dir.resolve(), key_files))
-        else:
-            hv["ansible_python_interpreter"] = python
-        hv.setdefault("ansible_connection", "local")
+        hv.update(connection_vars(name, conn))
         hosts[name] = hv
         groups[group].add(name)
         for s in sites:
@@ -185,12 +187,8 @@ def build(inventory: Inventory, *, run_dir: Path, python: str | None = None,
                 raise InputError(f"inventory: {where}: its server's host name {name!r} is also "
                                  f"used by {owner.get(name, 'the controller')}; rename one")
             owner[name] = where
-            hv = {"skydd_type": "database_server", "skydd_system": sy.id, "skydd_role": role}
-            if db.connection.type == "ssh":
-                hv.update(ssh_hostvars(name, db.connection, run_dir.resolve(), key_files))
-            else:
-                hv.update({"ansible_connection": "local", "ansible_python_interpreter": python})
-            hosts[name] = hv
+            hosts[name] = {"skydd_type": "database_server", "skydd_system": sy.id,
+                           "skydd_role": role, **connection_vars(name, db.connection)}
             groups["databases"].add(name)
             hosts[sy.id][f"skydd_{role}_db_server"] = name
     if inventory.identity_provider is not None:

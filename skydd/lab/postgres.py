@@ -142,7 +142,6 @@ class Service(LabService):
         if missing:
             raise LabError(f"namespace {', '.join(sorted(set(map(str, missing))))} is missing: start the "
                            "network first (skydd lab up --only network,postgres)")
-        gateways = {h.address: h.gateway for h in managed_hosts(inv)}
         self._stop_all(lambda m: None)  # what a crashed earlier run left
         revoke_traverse(self._read_state().get("granted", []))
         shutil.rmtree(self.state_dir, ignore_errors=True)
@@ -151,9 +150,9 @@ class Service(LabService):
         try:
             granted = grant_traverse(self.state_dir, pg.pw_uid)
             self._write_state({"granted": granted, "clusters": []})
-            self._secrets(inv, pg)
+            self._secrets(clusters)
             for c in clusters:
-                self._init(c, bin_dir, pg, gateways.get(c.db.address or ""))
+                self._init(c, bin_dir, pg)
                 self._start(c, bin_dir)
                 progress(f"{c.system} {c.role}: PostgreSQL on {c.machine.name} "
                          f"({c.machine.namespace}) at {c.db.host}:{c.db.port} and "
@@ -167,11 +166,11 @@ class Service(LabService):
             raise
         progress("databases up; no replication (as found)")
 
-    def _secrets(self, inv: Inventory, pg: pwd.struct_passwd) -> None:
+    def _secrets(self, clusters: list[Cluster]) -> None:
         """The lab's passwords (replication, monitoring) and TLS: one CA per ``ca_file``, and each
         cluster's server certificate for its data and management addresses."""
         cas: dict[str, tuple[Any, Any]] = {}
-        for c in self.clusters(inv):
+        for c in clusters:
             db = c.db
             for ref in (db.replication_password or "", db.password or ""):
                 path = Path(ref[5:])
@@ -183,14 +182,16 @@ class Service(LabService):
                 _lab_cert(*cas[db.ca_file], Path(db.tls_cert), Path(db.tls_key),
                           [db.host, *([db.address] if db.address else [])])
 
-    def _init(self, c: Cluster, bin_dir: Path, pg: pwd.struct_passwd, gateway: str | None) -> None:
+    def _init(self, c: Cluster, bin_dir: Path, pg: pwd.struct_passwd) -> None:
         home = c.data.parent
         home.mkdir(parents=True, exist_ok=True, mode=0o700)
         os.chown(home, pg.pw_uid, pg.pw_gid)
         os.chmod(home, 0o700)
         _as_postgres(str(bin_dir / "initdb"), "-D", str(c.data), "-U", "postgres", "-E", "UTF8",
                      "--locale=C.UTF-8", "--auth-local=peer", "--auth-host=scram-sha-256", "--no-sync")
-        hba = PG_HBA + (f"hostssl all          all   {gateway}/32 scram-sha-256\n" if gateway else "")
+        # Skydd's collector comes from the management namespace's address on the machine's net.
+        hba = PG_HBA + (f"hostssl all          all   {c.machine.gateway}/32 scram-sha-256\n"
+                        if c.db.address else "")
         (c.data / "pg_hba.conf").write_text(hba)
         (c.data / "pg_ident.conf").write_text(PG_IDENT)
         tls = ""
