@@ -1,5 +1,10 @@
-"""The lab network: network namespaces per municipality ``lan → fw1 → fw2 → core``, and behind
-``core`` the classified segment ``dc`` (Torsby) and the mirror site ``site4``.
+"""The lab network, following the estate: per municipality ``lan → fw1 → fw2``; Torsby's firewalls
+reach Torsby's core router in the joint data centre (``skydd-tor-core``) directly, Sunne's and
+Hagfors' each over their own line, and the fourth site hangs off Torsby over its own line. Behind
+the core sit the classified segment ``dc`` and the shared Internet edge (``skydd-tor-edge``,
+holding a documentation address as the Internet's stand-in), so every municipality's way out
+runs through Torsby. The municipality that holds the core is the one whose site has the
+classified segment.
 
 Built from the lab inventory (addresses: docs/lab-network.md). As found every firewall forwards
 everything and runs no IPS. Every machine (firewalls, dc, site4, LAN hosts) also runs sshd on its
@@ -33,7 +38,10 @@ from .management import MGMT_NS, PREFIX, namespace_of
 from .management import run as _run
 from .service import LabService, Progress
 
-CORE = "skydd-core"
+CORE = "skydd-tor-core"  # Torsby's core router, in the joint data centre
+EDGE = "skydd-tor-edge"  # the shared Internet edge, behind the core
+EDGE_LINK = ("10.0.255.1/30", "10.0.255.2/30")  # core: edge0, edge: core0
+INTERNET = "192.0.2.1"  # RFC 5737 TEST-NET-1 on the edge: the Internet's stand-in, never routed
 
 
 def lab_namespaces() -> list[str]:
@@ -48,8 +56,18 @@ def ns_pids(ns: str) -> list[int]:
     return [int(p) for p in out if p.isdigit()]
 
 
-def _core_iface(fw_id: str) -> str:
-    return ("m-" + fw_id)[:15]
+def _core_iface(local_name: str, line_of: str, local: bool) -> str:
+    """The core's side of a link: ``local_name`` within Torsby, ``line-<municipality or site>``
+    for a line from elsewhere."""
+    return (local_name if local else f"line-{line_of}")[:15]
+
+
+def hub(inv: Inventory) -> str:
+    """The municipality that holds the joint data centre (the classified segment's site)."""
+    found = next((site for site in inv.sites for seg in site.segments if seg.classified), None)
+    if found is None or found.municipality is None:
+        raise LabError("the lab inventory has no classified segment at a municipality's site")
+    return found.municipality
 
 
 def _wiring(fw: Firewall) -> tuple[str, Link, Link] | None:
@@ -65,7 +83,7 @@ class Service(LabService):
     # -- the plan ------------------------------------------------------------------------------
 
     def expected_namespaces(self, inv: Inventory) -> list[str]:
-        names = {CORE, MGMT_NS}
+        names = {CORE, EDGE, MGMT_NS}
         names.update(namespace_of(fw.id) for fw in inv.firewalls)
         names.update(namespace_of(f"{site}/{seg.name}") for site, seg in segments(inv))
         return sorted(names)
@@ -108,6 +126,7 @@ class Service(LabService):
             _run("ip", "-n", ns, "link", "set", "lo", "up")
         progress(f"{len(self.expected_namespaces(inv)) - 1} namespaces created")
         lans: set[str] = set()
+        centre = hub(inv)
         for m in inv.municipalities:
             fws = sorted((f for f in inv.firewalls if f.municipality == m.id), key=lambda f: f.position)
             wired = [w for w in (_wiring(f) for f in fws) if w is not None]
@@ -129,8 +148,9 @@ class Service(LabService):
             self._veth(fw1_ns, fw1_out.interface, fw1_out.address,
                        fw2_ns, fw2_in.interface, fw2_in.address)
             core_prefix = ipaddress.ip_interface(fw2_out.address).network.prefixlen
+            core_if = _core_iface(f"m-{fw2.id}", m.id, m.id == centre)
             self._veth(fw2_ns, fw2_out.interface, fw2_out.address,
-                       CORE, _core_iface(fw2.id), f"{fw2_out.peer}/{core_prefix}")
+                       CORE, core_if, f"{fw2_out.peer}/{core_prefix}")
             _run("ip", "-n", lan_ns, "route", "add", "default", "via", lan.gateway)
             _run("ip", "-n", fw1_ns, "route", "add", "default", "via", fw1_out.peer)
             _run("ip", "-n", fw2_ns, "route", "add", "default", "via", fw2_out.peer)
@@ -138,17 +158,29 @@ class Service(LabService):
             _run("ip", "-n", CORE, "route", "add", lan.network, "via", ip_of(fw2_out.address))
             for ns in (fw1_ns, fw2_ns):
                 _run("ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv4.ip_forward=1")
-            progress(f"{m.id}: lan → {fw1.id} → {fw2.id} → core")
-        for site, seg in segments(inv):  # behind core: dc, site4
+            way = f"{centre}'s core" if m.id == centre else f"its own line ({core_if}) to the core"
+            progress(f"{m.id}: lan → {fw1.id} → {fw2.id} → {way}")
+        municipality_of = {site.id: site.municipality for site in inv.sites}
+        for site, seg in segments(inv):  # behind the core: dc (Torsby), site4 (over its line)
             ns = namespace_of(f"{site}/{seg.name}")
             if ns in lans:
                 continue
+            local = municipality_of[site] == centre
             prefix = ipaddress.ip_network(seg.network).prefixlen
             self._veth(ns, "eth0", f"{seg.host}/{prefix}",
-                       CORE, ("s-" + seg.name)[:15], f"{seg.gateway}/{prefix}")
+                       CORE, _core_iface(f"s-{seg.name}", site, local),
+                       f"{seg.gateway}/{prefix}")
             _run("ip", "-n", ns, "route", "add", "default", "via", seg.gateway)
-            progress(f"core → {seg.name} ({seg.network})")
+            progress(f"core → {seg.name} ({seg.network})" + ("" if local else " over its own line"))
+        # The shared Internet edge is the core's way out; a lab address (10/8) the core has no
+        # route for is unreachable there rather than sent out.
+        self._veth(CORE, "edge0", EDGE_LINK[0], EDGE, "core0", EDGE_LINK[1])
+        _run("ip", "-n", EDGE, "addr", "add", f"{INTERNET}/24", "dev", "lo")
+        _run("ip", "-n", EDGE, "route", "add", "10.0.0.0/8", "via", ip_of(EDGE_LINK[0]))
+        _run("ip", "-n", CORE, "route", "add", "default", "via", ip_of(EDGE_LINK[1]))
+        _run("ip", "-n", CORE, "route", "add", "unreachable", "10.0.0.0/8")
         _run("ip", "netns", "exec", CORE, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+        progress(f"{centre}'s Internet edge behind the core ({INTERNET} stands in for the Internet)")
 
     @staticmethod
     def _veth(ns_a: str, if_a: str, addr_a: str, ns_b: str, if_b: str, addr_b: str) -> None:

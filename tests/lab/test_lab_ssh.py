@@ -1,8 +1,10 @@
-"""The lab's machines are SSH hosts: every namespace that plays a machine runs a real sshd on its
-management address only, and the controller (this process, in the root namespace) reaches each
-one through ``skydd-mgmt`` with the Debian ``ssh`` client, pinned host keys and key login only.
-The management network is no bypass of the data path, the level-b management rule still lets
-the controller in, and ``lab down`` leaves no sshd, namespace or route behind.
+"""The lab's network and machines. Sunne and Hagfors reach Torsby's core over their own lines,
+the fourth site hangs off Torsby, and the Internet edge is behind Torsby's core. Every namespace
+that plays a machine runs a real sshd on its management address only, and the controller (this
+process, in the root namespace) reaches each one through ``skydd-mgmt`` with the Debian ``ssh``
+client, pinned host keys and key login only. The management network is no bypass of the data
+path, the level-b management rule still lets the controller in, and ``lab down`` leaves no sshd,
+namespace or route behind.
 
 Traffic stays inside the lab: nothing here connects to a data-path address from the root
 namespace (whose default route leaves the machine)."""
@@ -15,6 +17,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -206,6 +209,84 @@ def test_the_management_network_is_no_bypass_of_the_data_path(lab: Any) -> None:
         subprocess.run(["ip", "-n", "skydd-mgmt", "route", "del", "10.1.1.0/24"], check=True)
         listener.kill()
         listener.wait()
+
+
+def route_hops(start: str, destination: str) -> list[tuple[str, str]]:
+    """Follow the routing tables from namespace ``start`` towards ``destination``: every
+    namespace on the way with the interface the packet arrives on there (``""`` at the start)."""
+    from skydd.lab.network import lab_namespaces
+
+    owner: dict[str, tuple[str, str]] = {}  # a data-path address: its namespace and interface
+    for ns in lab_namespaces():
+        out = subprocess.run(["ip", "-j", "-n", ns, "addr"], capture_output=True, text=True,
+                             check=True).stdout
+        for link in json.loads(out):
+            for a in link.get("addr_info", []):
+                if a["family"] == "inet" and link["ifname"] != "mgmt0" and ns != "skydd-mgmt" \
+                        and not a["local"].startswith("127."):
+                    owner[a["local"]] = (ns, link["ifname"])
+    hops, ns = [(start, "")], start
+    for _ in range(12):
+        out = subprocess.run(["ip", "-j", "-n", ns, "route", "get", destination],
+                             capture_output=True, text=True, check=True).stdout
+        route = json.loads(out)[0]
+        if route.get("type") == "local":
+            return hops
+        hops.append(owner[route.get("gateway", destination)])
+        ns = hops[-1][0]
+        if "gateway" not in route:
+            return hops
+    pytest.fail(f"no end to the route from {start} to {destination}: {hops}")
+
+
+def test_sunne_and_hagfors_reach_torsby_over_their_own_lines(lab: Any) -> None:
+    """The seed's network: Torsby's core in the joint data centre, Sunne and Hagfors each on a
+    line of its own to it, the fourth site on its own line from Torsby, and the one Internet edge
+    behind Torsby's core."""
+    from skydd.lab.network import CORE, EDGE, INTERNET
+
+    dc, site4 = "10.0.10.2", "10.0.40.2"
+    lans = {"tor": "m-torsby-fw2", "sun": "line-sunne", "hag": "line-hagfors"}
+    for short, arrives in lans.items():
+        way = [f"skydd-{short}-lan", f"skydd-{short}-fw1", f"skydd-{short}-fw2", CORE]
+        hops = route_hops(f"skydd-{short}-lan", dc)
+        assert hops == [*((n, i) for n, i in zip(way, ("", "in0", "in0", arrives), strict=True)),
+                        ("skydd-dc", "eth0")], hops
+        assert [n for n, _ in route_hops(f"skydd-{short}-lan", INTERNET)] == [*way, EDGE]
+    # No line between Sunne and Hagfors: one reaches the other through Torsby.
+    assert [n for n, _ in route_hops("skydd-sun-lan", "10.3.1.2")] == [
+        "skydd-sun-lan", "skydd-sun-fw1", "skydd-sun-fw2", CORE, "skydd-hag-fw2",
+        "skydd-hag-fw1", "skydd-hag-lan"]
+    # The mirror's way: dc → Torsby's core → site4's line; site4's way out is Torsby's edge.
+    assert route_hops("skydd-dc", site4) == [("skydd-dc", ""), (CORE, "s-dc"), ("skydd-s4", "eth0")]
+    out = subprocess.run(["ip", "-j", "-n", CORE, "route", "get", site4], capture_output=True,
+                         text=True, check=True).stdout
+    assert json.loads(out)[0]["dev"] == "line-site4"
+    assert [n for n, _ in route_hops("skydd-s4", INTERNET)] == ["skydd-s4", CORE, EDGE]
+
+    # Real traffic, as found: every LAN reaches the dc and the Internet's stand-in (its edge
+    # answers with a reset); cutting Sunne's line cuts Sunne alone.
+    for short in lans:
+        assert probe(f"skydd-{short}-lan", dc, 443) == "open"
+        assert probe(f"skydd-{short}-lan", INTERNET, 443) == "refused"
+    saved = json.loads(subprocess.run(["ip", "-j", "-n", CORE, "route", "show", "dev", "line-sunne"],
+                                      capture_output=True, text=True, check=True).stdout)
+    subprocess.run(["ip", "-n", CORE, "link", "set", "line-sunne", "down"], check=True)
+    try:
+        for target in (dc, INTERNET):
+            assert probe("skydd-sun-lan", target, 443, timeout=1).startswith("blocked")
+        assert probe("skydd-tor-lan", dc, 443) == "open"
+        assert probe("skydd-hag-lan", dc, 443) == "open"
+    finally:
+        subprocess.run(["ip", "-n", CORE, "link", "set", "line-sunne", "up"], check=True)
+        for r in saved:  # a link set down loses its routes
+            if "gateway" in r:
+                subprocess.run(["ip", "-n", CORE, "route", "replace", r["dst"], "via",
+                                r["gateway"], "dev", "line-sunne"], check=True)
+    deadline = time.monotonic() + 15  # neighbours that failed while the line was cut recover
+    while probe("skydd-sun-lan", dc, 443, timeout=1) != "open":
+        assert time.monotonic() < deadline, "Sunne's LAN did not reach the dc again"
+        time.sleep(0.5)
 
 
 def test_level_b_management_rule_still_lets_the_controller_in(lab: Any) -> None:

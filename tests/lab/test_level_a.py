@@ -31,7 +31,7 @@ SKYDD = str(Path(sys.executable).parent / "skydd")
 CATALOG = [c for c in load_catalog().controls if c.level.value == "a"]
 AUTOMATABLE = {c.id for c in CATALOG if c.remediation is not None}
 ATTESTED = {c.id for c in CATALOG if c.remediation is None}
-CORE, SITE4_LINK = "skydd-core", "s-site4"  # core's side of the core ↔ site4 link (skydd/lab/network.py)
+CORE, SITE4_LINK = "skydd-tor-core", "line-site4"  # Torsby's core, its side of site4's line (skydd/lab/network.py)
 
 
 def skydd(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
