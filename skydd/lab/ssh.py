@@ -7,14 +7,17 @@ Files (``$SKYDD_HOME/lab/ssh/``):
   across ``lab down`` (a new one only when it is missing);
 * ``known_hosts``: one pinned line per host address (``<address> ssh-ed25519 AAAA…``);
 * ``<namespace>/``: the host's ``sshd_config``, host key, ``authorized_keys`` (the controller's
-  public key), ``sshd.pid`` and ``sshd.log``, and ``run-postgresql/``: the machine's own
-  ``/run/postgresql``.
+  public key), ``sshd.pid`` and ``sshd.log``, ``run-postgresql/``: the machine's own
+  ``/run/postgresql``, and ``root-home/``: the machine's own ``/root``.
 
 Each sshd runs in a mount namespace of its own (``ip netns exec`` makes one) where
 ``/run/postgresql``, Debian's folder for PostgreSQL's local socket, is that host's
 ``run-postgresql/``: the lab's machines share one file system, and a server started on the
 machine (``on_machine``, or over SSH by the ``pg_mirror`` role) finds its own socket where Debian
-puts it. From the root namespace the socket is in ``machine_socket_dir``.
+puts it. From the root namespace the socket is in ``machine_socket_dir``. Likewise ``/root`` is
+the machine's ``root-home/`` with Debian's fresh root dotfiles: a login on a lab machine runs a
+Debian machine's shell set-up, not the controller's (whose ``.bashrc`` may start a Python version
+manager on every command, tens of processes per SSH session).
 
 ``stop`` ends every sshd the lab started (by its pid file, after checking the process is that
 sshd) and removes the host folders and ``known_hosts``. ``stop_host`` and ``restart_host`` stop
@@ -37,6 +40,9 @@ from .management import ManagedHost, run
 SSHD = "/usr/sbin/sshd"
 PRIVSEP_DIR = Path("/run/sshd")  # sshd's privilege separation directory (Debian's path)
 HOST_KEY = "ssh_host_ed25519_key"
+DEBIAN_DOTFILES = Path("/usr/share/base-files")  # dot.bashrc, dot.profile: a fresh root's
+# Bind each "<machine's folder> <shared path>" pair, then run what follows "--".
+MOUNT_AND_EXEC = 'while [ "$1" != -- ]; do mount --bind "$1" "$2"; shift 2; done; shift; exec "$@"'
 
 
 def ssh_dir(home: Path) -> Path:
@@ -157,9 +163,20 @@ def machine_socket_dir(home: Path, host: ManagedHost) -> Path:
     return host_dir(home, host) / "run-postgresql"
 
 
+def machine_home(folder: Path) -> Path:
+    """The machine's own ``/root`` in ``folder``: Debian's root ``.bashrc`` and ``.profile``."""
+    home = folder / "root-home"
+    home.mkdir(mode=0o700, exist_ok=True)
+    for name in ("bashrc", "profile"):
+        source, target = DEBIAN_DOTFILES / f"dot.{name}", home / f".{name}"
+        if source.is_file() and not target.exists():
+            shutil.copyfile(source, target)
+    return home
+
+
 def _launch(home: Path, host: ManagedHost) -> None:
-    """Start the host's sshd in its namespace, with the machine's own ``/run/postgresql``
-    mounted in its mount namespace, from the files in its folder (it daemonises)."""
+    """Start the host's sshd in its namespace, with the machine's own ``/run/postgresql`` and
+    ``/root`` mounted in its mount namespace, from the files in its folder (it daemonises)."""
     import pwd
 
     folder = host_dir(home, host)
@@ -172,8 +189,8 @@ def _launch(home: Path, host: ManagedHost) -> None:
         pass  # no PostgreSQL on this machine: the folder stays root's
     os.chmod(run_pg, 0o2775)
     Path(MACHINE_PG_RUN).mkdir(mode=0o2775, exist_ok=True)
-    run("ip", "netns", "exec", host.namespace, "sh", "-ec",
-        'mount --bind "$1" "$2"; shift 2; exec "$@"', "sh", str(run_pg), MACHINE_PG_RUN,
+    run("ip", "netns", "exec", host.namespace, "sh", "-ec", MOUNT_AND_EXEC, "sh",
+        str(run_pg), MACHINE_PG_RUN, str(machine_home(folder)), "/root", "--",
         SSHD, "-f", str(folder / "sshd_config"), "-E", str(folder / "sshd.log"))
 
 

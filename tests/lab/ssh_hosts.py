@@ -1,7 +1,8 @@
 """Real OpenSSH servers in network namespaces of the tests' own (``skt-*``), for the SSH
 transport and the collectors over SSH. Each host: a veth pair from the root namespace
 (198.51.100.0/24, TEST-NET-2, one /30 per host), Debian's ``/usr/sbin/sshd -D`` on the
-namespace side only, an ed25519 host key from ``ssh-keygen``, key login only. ``Hosts.close``
+namespace side only (in a mount namespace where ``/root`` is the host's own, as on the lab's
+machines), an ed25519 host key from ``ssh-keygen``, key login only. ``Hosts.close``
 stops every sshd this module started (by its Popen) and deletes the namespaces, also after a
 failure."""
 
@@ -19,9 +20,9 @@ from pathlib import Path
 import pytest
 
 from estate.inventory import Connection
+from skydd.lab.ssh import MOUNT_AND_EXEC, SSHD, machine_home
 from tests.conftest import require_root
 
-SSHD = "/usr/sbin/sshd"
 _SERIAL = itertools.count()
 NET = "198.51.100"
 
@@ -55,8 +56,10 @@ class Host:
         return log.read_text().count("Accepted publickey") if log.exists() else 0
 
     def start(self) -> None:
+        # The host's own /root, as the lab's machines have (skydd/lab/ssh.py); sh execs sshd.
         self.proc = subprocess.Popen(
-            ["ip", "netns", "exec", self.namespace, SSHD, "-D", "-f",
+            ["ip", "netns", "exec", self.namespace, "sh", "-ec", MOUNT_AND_EXEC, "sh",
+             str(machine_home(self.folder)), "/root", "--", SSHD, "-D", "-f",
              str(self.folder / "sshd_config"), "-E", str(self.folder / "sshd.log")],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 10
