@@ -400,8 +400,8 @@ def traffic_fail_mode(data: Any, params: Mapping[str, Any], at: datetime) -> Out
     observed = stopped.get("observed")
     seen = {"declared": declared, "observed": observed, "suricata_was_running": stopped.get("suricata_was_running")}
     if not stopped.get("suricata_was_running"):
-        return Outcome(False, f"no Suricata was running, so traffic is not inspected at all "
-                              f"(declared fail-{declared}, traffic {observed})", seen)
+        return Outcome(False, f"no Suricata was running, so the declared fail-{declared} could not "
+                              f"be shown (without an IPS: traffic {observed})", seen)
     if observed != declared:
         return Outcome(False, f"with Suricata stopped traffic was {observed}, declared fail-{declared}", seen)
     return Outcome(True, f"with Suricata stopped the declared flow was {observed}, as declared", seen)
