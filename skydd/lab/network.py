@@ -127,6 +127,7 @@ class Service(LabService):
         progress(f"{len(self.expected_namespaces(inv)) - 1} namespaces created")
         lans: set[str] = set()
         centre = hub(inv)
+        centre_name = next(m.name for m in inv.municipalities if m.id == centre)
         for m in inv.municipalities:
             fws = sorted((f for f in inv.firewalls if f.municipality == m.id), key=lambda f: f.position)
             wired = [w for w in (_wiring(f) for f in fws) if w is not None]
@@ -158,7 +159,7 @@ class Service(LabService):
             _run("ip", "-n", CORE, "route", "add", lan.network, "via", ip_of(fw2_out.address))
             for ns in (fw1_ns, fw2_ns):
                 _run("ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv4.ip_forward=1")
-            way = f"{centre}'s core" if m.id == centre else f"its own line ({core_if}) to the core"
+            way = f"{centre_name}'s core" if m.id == centre else f"its own line ({core_if}) to the core"
             progress(f"{m.id}: lan → {fw1.id} → {fw2.id} → {way}")
         municipality_of = {site.id: site.municipality for site in inv.sites}
         for site, seg in segments(inv):  # behind the core: dc (Torsby), site4 (over its line)
@@ -180,7 +181,7 @@ class Service(LabService):
         _run("ip", "-n", CORE, "route", "add", "default", "via", ip_of(EDGE_LINK[1]))
         _run("ip", "-n", CORE, "route", "add", "unreachable", "10.0.0.0/8")
         _run("ip", "netns", "exec", CORE, "sysctl", "-qw", "net.ipv4.ip_forward=1")
-        progress(f"{centre}'s Internet edge behind the core ({INTERNET} stands in for the Internet)")
+        progress(f"{centre_name}'s Internet edge behind the core ({INTERNET} stands in for the Internet)")
 
     @staticmethod
     def _veth(ns_a: str, if_a: str, addr_a: str, ns_b: str, if_b: str, addr_b: str) -> None:
