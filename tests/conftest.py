@@ -4,6 +4,7 @@ fails the run instead of skipping."""
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -71,3 +72,15 @@ def require_root() -> None:
         if IN_CI:
             pytest.fail("lab tests need root in CI")
         pytest.skip("lab tests need root")
+
+
+def skewed_clock(offset: str) -> list[str]:
+    """The command prefix that runs a process whose clock is ``offset`` ("+10m", "-10m") off the
+    machine's: libfaketime (Debian ``faketime``), wall clock only (timeouts keep real time)."""
+    tool = shutil.which("faketime")
+    if tool is None:
+        message = "faketime is missing: run 'make deps' (Debian package faketime)"
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+    return ["env", "FAKETIME_DONT_FAKE_MONOTONIC=1", tool, "-f", offset]

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import skewed_clock
 from tests.lab.conftest import ensure_lab
 
 SKYDD = str(Path(sys.executable).parent / "skydd")
@@ -132,7 +133,10 @@ def test_probe_scenarios_after_hardening(journey: dict[str, Any]) -> None:
 def test_access_decision_on_the_real_card_otp_token(journey: dict[str, Any], tmp_path: Path) -> None:
     """The allow path end to end: the probe's card+OTP token from the hardened realm is allowed
     by ``skydd decide`` while the user's training is current, and denied for ``training`` alone
-    once it has lapsed."""
+    once it has lapsed. With the process's clock 10 minutes ahead (libfaketime) the same token
+    is past its exp (the hardened realm's 300 s lifespan) and denied as expired, for that alone
+    (a clock behind is tests/unit/identity/test_faults.py: the lab's TLS certificates start only
+    5 minutes before the lab)."""
     home = journey["home"]
     token = home / "lab" / "keycloak" / "probe" / "access-token"
     assert token.exists(), "the login probe saves the card+OTP token (test_probe_scenarios_after_hardening)"
@@ -146,16 +150,19 @@ def test_access_decision_on_the_real_card_otp_token(journey: dict[str, Any], tmp
     inventory.write_text((Path(__file__).resolve().parents[2] / "skydd" / "lab" / "inventory.yaml")
                          .read_text().replace("${SKYDD_HOME}", str(home)))
 
-    def decide(valid_until: str) -> tuple[int, dict[str, Any]]:
+    def decide(valid_until: str, clock: tuple[str, ...] = ()) -> tuple[int, dict[str, Any]]:
         records.write_text("required: [information-security]\nusers:\n"
                            f"  probe.card: {{information-security: {valid_until}}}\n")
-        r = subprocess.run([SKYDD, "decide", "--token-file", str(token), "--inventory", str(inventory)],
+        r = subprocess.run([*clock, SKYDD, "decide", "--token-file", str(token), "--inventory",
+                            str(inventory)],
                            env={**os.environ, **env_home}, capture_output=True, text=True, timeout=120)
         assert r.returncode in (0, 1), r.stderr
         return r.returncode, json.loads(r.stdout)
 
     code, allowed = decide("2099-01-01T00:00:00Z")
     assert code == 0 and allowed["decision"] == "allow", allowed
+    code, ahead = decide("2099-01-01T00:00:00Z", tuple(skewed_clock("+10m")))
+    assert code == 1 and [r["cause"] for r in ahead["reasons"]] == ["expired"], ahead
     code, denied = decide("2020-01-01T00:00:00Z")
     assert code == 1 and [r["code"] for r in denied["reasons"]] == ["training"], denied
     assert '"access.deny"' in (decide_home / "audit.log").read_text()

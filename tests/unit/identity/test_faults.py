@@ -3,12 +3,18 @@ endpoint unreachable beyond the stale window. A real HTTPS test IdP on loopback 
 
 Skydd takes time as a parameter everywhere, so "the machine's clock 10 minutes ahead" is the
 decision and the waiver judged at ``at = true now + 10 min`` (what ``datetime.now`` would return on
-that machine), against tokens the IdP minted at the true now.
+that machine), against tokens the IdP minted at the true now; and, for a whole ``skydd`` process,
+its clock really set 10 minutes ahead with libfaketime (``tests/lab/test_level_d.py`` does the
+same to a real Keycloak token).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import json
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,8 +26,11 @@ from identity.settings import IdentitySettings
 from identity.tokens import Verifier
 from identity.training import TrainingStatus
 from policies import Waiver
+from tests.conftest import skewed_clock
 
 from .fake_idp import FakeIdp
+
+SKYDD = str(Path(sys.executable).parent / "skydd")
 
 TRUE_NOW = dt.datetime(2026, 11, 25, 12, 0, tzinfo=dt.UTC)
 AHEAD = dt.timedelta(minutes=10)
@@ -84,6 +93,33 @@ def test_a_clock_ten_minutes_ahead_counts_a_waiver_expiring_in_five_minutes_as_e
                     approved_at=TRUE_NOW - dt.timedelta(hours=20))
     assert waiver.active(TRUE_NOW)
     assert not waiver.active(TRUE_NOW + AHEAD)
+
+
+def test_a_skydd_whose_clock_runs_ten_minutes_ahead_counts_a_waiver_expired(tmp_path: Path) -> None:
+    """What must hold, with the process's real clock 10 minutes ahead (libfaketime): a waiver
+    requested and approved (signed, by two officers) to expire in 5 minutes is active for a
+    correct clock and expired for the skewed one; the signed log stays intact under it."""
+    env = {**os.environ, "SKYDD_HOME": str(tmp_path / "home"), "NO_COLOR": "1"}
+
+    def skydd(*args: str, actor: str = "alice", clock: list[str] | None = None) -> str:
+        r = subprocess.run([*(clock or []), SKYDD, *args], env={**env, "SKYDD_ACTOR": actor},
+                           capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stdout + r.stderr
+        return r.stdout
+
+    expires = (dt.datetime.now(dt.UTC) + dt.timedelta(minutes=5)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    skydd("waiver", "request", "d.key-files-private", "--reason", "CA migration", "--expires", expires)
+    (waiver,) = json.loads(skydd("waiver", "list", "--format", "json"))
+    skydd("waiver", "approve", waiver["id"], actor="bob")
+
+    def state(clock: list[str] | None) -> str:
+        (found,) = json.loads(skydd("waiver", "list", "--format", "json", clock=clock))
+        return str(found["state"])
+
+    assert state(None) == "active"
+    assert state(skewed_clock("+10m")) == "expired"
+    assert state(skewed_clock("+4m")) == "active"  # so the skew, not the tool, expires it
+    assert "intact" in skydd("log", "verify", clock=skewed_clock("+10m"))
 
 
 def test_jwks_unreachable_within_the_stale_window_verifies_then_beyond_it_denies(idp: FakeIdp) -> None:
