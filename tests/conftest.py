@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,6 +20,16 @@ os.environ.setdefault("SKYDD_INVENTORY", str(REPO / "skydd" / "lab" / "inventory
 
 
 _MARKED_FOLDERS = {"lab": pytest.mark.lab, "browser": pytest.mark.browser}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """SIGTERM (a CI timeout, ``kill``) unwinds like Ctrl-C, so the session's teardown still takes
+    the lab down: no namespace, sshd, Keycloak or vcsim is left running under a home that
+    ``make test`` then deletes."""
+    def stop(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, stop)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
