@@ -9,6 +9,7 @@ import signal
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
@@ -78,11 +79,16 @@ def lab_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         os.environ["SKYDD_HOME"] = old
 
 
+def unavailable(message: str) -> NoReturn:
+    """A tool or service the test needs is missing: in CI that fails the run, elsewhere it skips."""
+    if IN_CI:
+        pytest.fail(message)
+    pytest.skip(message)
+
+
 def require_root() -> None:
     if os.geteuid() != 0:
-        if IN_CI:
-            pytest.fail("lab tests need root in CI")
-        pytest.skip("lab tests need root")
+        unavailable("lab tests need root")
 
 
 def skewed_clock(offset: str) -> list[str]:
@@ -90,8 +96,5 @@ def skewed_clock(offset: str) -> list[str]:
     machine's: libfaketime (Debian ``faketime``), wall clock only (timeouts keep real time)."""
     tool = shutil.which("faketime")
     if tool is None:
-        message = "faketime is missing: run 'make deps' (Debian package faketime)"
-        if IN_CI:
-            pytest.fail(message)
-        pytest.skip(message)
+        unavailable("faketime is missing: run 'make deps' (Debian package faketime)")
     return ["env", "FAKETIME_DONT_FAKE_MONOTONIC=1", tool, "-f", offset]

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.conftest import IN_CI
+from tests.conftest import unavailable
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -17,9 +17,7 @@ ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
 @pytest.fixture(scope="session")
 def browser() -> Iterator[object]:
     if shutil.which(CHROMIUM) is None:
-        if IN_CI:
-            pytest.fail("Debian chromium is missing: run 'make deps' as root")
-        pytest.skip("Debian chromium is missing: run 'make deps' as root")
+        unavailable("Debian chromium is missing: run 'make deps' as root")
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:

@@ -29,7 +29,7 @@ from audit.signing import load_signer
 from estate.settings import Settings
 from policies import Evidence
 from skydd.auditing import Selection, run_audit
-from tests.conftest import IN_CI, require_root
+from tests.conftest import require_root, unavailable
 
 AT = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 PASSWORD = "history-lab-secret"
@@ -40,9 +40,7 @@ def _pg_bin() -> Path:
     if not found:
         message = ("PostgreSQL server binaries not found: install the Debian package 'postgresql' "
                    "(listed in .ci/debian-packages; run .ci/debian-deps)")
-        if IN_CI:
-            pytest.fail(message)
-        pytest.skip(message)
+        unavailable(message)
     return Path(found[-1]).parent
 
 

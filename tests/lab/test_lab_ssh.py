@@ -211,12 +211,11 @@ def test_the_management_network_is_no_bypass_of_the_data_path(lab: Any) -> None:
         listener.wait()
 
 
-def route_hops(start: str, destination: str) -> list[tuple[str, str]]:
-    """Follow the routing tables from namespace ``start`` towards ``destination``: every
-    namespace on the way with the interface the packet arrives on there (``""`` at the start)."""
+def data_addresses() -> dict[str, tuple[str, str]]:
+    """Every data-path address of the lab: the namespace and interface that hold it."""
     from skydd.lab.network import lab_namespaces
 
-    owner: dict[str, tuple[str, str]] = {}  # a data-path address: its namespace and interface
+    owner: dict[str, tuple[str, str]] = {}
     for ns in lab_namespaces():
         out = subprocess.run(["ip", "-j", "-n", ns, "addr"], capture_output=True, text=True,
                              check=True).stdout
@@ -225,6 +224,14 @@ def route_hops(start: str, destination: str) -> list[tuple[str, str]]:
                 if a["family"] == "inet" and link["ifname"] != "mgmt0" and ns != "skydd-mgmt" \
                         and not a["local"].startswith("127."):
                     owner[a["local"]] = (ns, link["ifname"])
+    return owner
+
+
+def route_hops(owner: dict[str, tuple[str, str]], start: str, destination: str
+               ) -> list[tuple[str, str]]:
+    """Follow the routing tables from namespace ``start`` towards ``destination``: every
+    namespace on the way with the interface the packet arrives on there (``""`` at the start);
+    ``owner`` is ``data_addresses()``."""
     hops, ns = [(start, "")], start
     for _ in range(12):
         out = subprocess.run(["ip", "-j", "-n", ns, "route", "get", destination],
@@ -246,23 +253,24 @@ def test_sunne_and_hagfors_reach_torsby_over_their_own_lines(lab: Any) -> None:
     from skydd.lab.network import CORE, EDGE, INTERNET
 
     dc, site4 = "10.0.10.2", "10.0.40.2"
+    owner = data_addresses()
     lans = {"tor": "m-torsby-fw2", "sun": "line-sunne", "hag": "line-hagfors"}
     for short, arrives in lans.items():
         way = [f"skydd-{short}-lan", f"skydd-{short}-fw1", f"skydd-{short}-fw2", CORE]
-        hops = route_hops(f"skydd-{short}-lan", dc)
+        hops = route_hops(owner, f"skydd-{short}-lan", dc)
         assert hops == [*((n, i) for n, i in zip(way, ("", "in0", "in0", arrives), strict=True)),
                         ("skydd-dc", "eth0")], hops
-        assert [n for n, _ in route_hops(f"skydd-{short}-lan", INTERNET)] == [*way, EDGE]
+        assert [n for n, _ in route_hops(owner, f"skydd-{short}-lan", INTERNET)] == [*way, EDGE]
     # No line between Sunne and Hagfors: one reaches the other through Torsby.
-    assert [n for n, _ in route_hops("skydd-sun-lan", "10.3.1.2")] == [
+    assert [n for n, _ in route_hops(owner, "skydd-sun-lan", "10.3.1.2")] == [
         "skydd-sun-lan", "skydd-sun-fw1", "skydd-sun-fw2", CORE, "skydd-hag-fw2",
         "skydd-hag-fw1", "skydd-hag-lan"]
     # The mirror's way: dc → Torsby's core → site4's line; site4's way out is Torsby's edge.
-    assert route_hops("skydd-dc", site4) == [("skydd-dc", ""), (CORE, "s-dc"), ("skydd-s4", "eth0")]
+    assert route_hops(owner, "skydd-dc", site4) == [("skydd-dc", ""), (CORE, "s-dc"), ("skydd-s4", "eth0")]
     out = subprocess.run(["ip", "-j", "-n", CORE, "route", "get", site4], capture_output=True,
                          text=True, check=True).stdout
     assert json.loads(out)[0]["dev"] == "line-site4"
-    assert [n for n, _ in route_hops("skydd-s4", INTERNET)] == ["skydd-s4", CORE, EDGE]
+    assert [n for n, _ in route_hops(owner, "skydd-s4", INTERNET)] == ["skydd-s4", CORE, EDGE]
 
     # Real traffic, as found: every LAN reaches the dc and the Internet's stand-in (its edge
     # answers with a reset); cutting Sunne's line cuts Sunne alone.
